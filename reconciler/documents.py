@@ -1,0 +1,171 @@
+"""The documents the reconciler writes to the status branch.
+
+Readiness (one per host), bookmarks (written before every step that changes a host or a
+weight), the rollout record and the freeze record. Frozen pydantic models, like the spec, and
+published as JSON Schemas beside it, so the status branch can be read by other tools.
+
+A readiness document carries two digests. `fingerprint` covers only what peers must agree on
+(versions, the lock, doctor check ids and severities): two hosts on the same release and config
+have the same fingerprint. `readiness_sha256` covers the whole document.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from reconciler.canonical import sha256_of
+from reconciler.spec import Model, Name
+
+Severity = Literal["info", "warning", "error"]
+SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+RolloutPhase = Literal["Idle", "Progressing", "Paused", "Complete", "Failed", "Frozen", "Invalid"]
+HostPhase = Literal[
+    "Pending",
+    "Bookmarked",
+    "Drained",
+    "Preflighted",
+    "Installed",
+    "Restarted",
+    "Verified",
+    "Ramping",
+    "Done",
+    "Failed",
+    "RolledBack",
+]
+
+
+class Finding(Model):
+    """One doctor finding, as `openclaw doctor --json` reports it."""
+
+    check_id: str
+    severity: Severity
+    message: str = ""
+    fix_hint: str | None = None
+
+
+class Installed(Model):
+    """The global npm tree as `npm ls -g --json` shows it."""
+
+    core: str | None = Field(description="openclaw version at the top of the tree")
+    plugins: dict[str, str] = Field(default_factory=dict, description="top-level packages")
+    duplicates: list[str] = Field(
+        default_factory=list, description="every second copy of openclaw (path@version)"
+    )
+    problems: list[str] = Field(default_factory=list, description="npm ls problems")
+
+
+class ProfileReadiness(Model):
+    """One gateway profile's doctor and probes."""
+
+    profile: str
+    port: int
+    doctor: list[Finding] = Field(default_factory=list)
+    post_upgrade: list[Finding] = Field(default_factory=list)
+    healthz: bool = False
+    readyz: bool = False
+    health_ok: bool | None = None
+    running_version: str | None = None
+    lb_weight: int | None = None
+
+
+class Readiness(Model):
+    """The merged readiness of one host: the runbook's 'one readiness JSON'."""
+
+    schema_version: Literal[1] = 1
+    fleet: Name
+    host: Name
+    observed_at: str = Field(description="RFC 3339; volatile, outside the fingerprint")
+    spec_commit: str | None = None
+    lock_sha256: str | None = None
+    node_version: str | None = None
+    installed: Installed
+    profiles: list[ProfileReadiness]
+    green: bool
+    reasons: list[str] = Field(default_factory=list, description="why the host is not green")
+    fingerprint: Digest
+    readiness_sha256: Digest
+
+
+def fingerprint_of(
+    lock_sha256: str | None, installed: Installed, profiles: list[ProfileReadiness]
+) -> str:
+    """sha256 over what peers on one release must share; nothing host-specific enters."""
+    return sha256_of(
+        {
+            "lock": lock_sha256,
+            "core": installed.core,
+            "plugins": installed.plugins,
+            "duplicates": sorted(d.rsplit("@", 1)[-1] for d in installed.duplicates),
+            "running": sorted({p.running_version or "" for p in profiles}),
+            "doctor": sorted(
+                {(f.check_id, f.severity) for p in profiles for f in (*p.doctor, *p.post_upgrade)}
+            ),
+        }
+    )
+
+
+def seal_readiness(draft: dict[str, object]) -> Readiness:
+    """Fill in `readiness_sha256` over everything else in the document."""
+    body = {k: v for k, v in draft.items() if k != "readinessSha256"}
+    return Readiness.model_validate({**body, "readinessSha256": sha256_of(body)})
+
+
+class Bookmark(Model):
+    """What to restore a host to: written BEFORE each step that changes a host or a weight."""
+
+    seq: int = Field(ge=0)
+    fleet: Name
+    host: Name
+    phase: str
+    spec_commit: str
+    created_at: str
+    lb_weights: dict[str, int] = Field(description="every LB server's weight at that moment")
+    installed: Installed
+    lock_sha256: str | None = None
+    readiness_sha256: dict[str, str] = Field(
+        default_factory=dict, description="host -> readiness_sha256 at that moment"
+    )
+    skill_links: dict[str, str] = Field(
+        default_factory=dict, description="symlink path -> target under ~/.openclaw/skills"
+    )
+
+
+class HostStatus(Model):
+    """One host's progress within a rollout."""
+
+    phase: HostPhase = "Pending"
+    step: int | None = Field(None, description="index of the current weight step")
+    weight_percent: int | None = None
+    from_versions: dict[str, str] = Field(default_factory=dict)
+    message: str = ""
+
+
+class RolloutRecord(Model):
+    """`rollout.json`: where the fleet's rollout stands."""
+
+    fleet: Name
+    phase: RolloutPhase
+    spec_commit: str | None = None
+    target: dict[str, str] = Field(default_factory=dict, description="package -> version")
+    plan_sha256: str | None = None
+    done_steps: list[str] = Field(default_factory=list, description="ids of finished plan steps")
+    current_host: str | None = None
+    current_step: str | None = None
+    hosts: dict[str, HostStatus] = Field(default_factory=dict)
+    failed_commits: list[str] = Field(default_factory=list)
+    message: str = ""
+    updated_at: str
+
+
+class Freeze(Model):
+    """`freeze.json`: while present, no reconciler widens traffic on this fleet."""
+
+    fleet: Name
+    reason: str
+    host: str | None = None
+    spec_commit: str | None = None
+    created_at: str

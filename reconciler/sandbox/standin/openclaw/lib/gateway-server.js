@@ -1,0 +1,236 @@
+'use strict';
+// `openclaw gateway run`: the foreground gateway. Speaks the real probe endpoints
+// (/healthz, /readyz, /startupz), serves a health snapshot to `openclaw health` on an internal
+// endpoint, and answers every other path (e.g. GET /, POST /hooks/wake) with its version and
+// profile so load-balancer tests can see which backend and which release served a request.
+// Faults are re-read on every request; the version is the one loaded at start (the running one).
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
+const faults = require('./faults.js');
+const { installedVersion } = require('./pkg.js');
+const { installedPlugins } = require('./plugins.js');
+const state = require('./state.js');
+
+const HEALTH_PATH = '/__standin/health';
+const DEFAULT_READY_DELAY_S = 0.2;
+
+function bindHost(bind) {
+  if (bind === 'loopback') {
+    return '127.0.0.1';
+  }
+  if (bind === 'lan') {
+    return '0.0.0.0';
+  }
+  throw new Error(`unsupported --bind ${bind} (the stand-in knows loopback and lan)`);
+}
+
+class Gateway {
+  constructor({ version, port, bind, token }) {
+    this.version = version;
+    this.port = port;
+    this.bind = bind;
+    this.token = token;
+    this.profile = state.profile() || 'default';
+    this.startedAt = Date.now();
+    this.draining = false;
+    this.served = 0;
+    this.loopDelay = monitorEventLoopDelay({ resolution: 20 });
+    this.loopDelay.enable();
+  }
+
+  uptimeMs() {
+    return Date.now() - this.startedAt;
+  }
+
+  // Why the gateway is not ready (empty when it is), evaluated against the current faults.
+  failing(active) {
+    if (this.draining) {
+      return ['draining'];
+    }
+    if (faults.isOn('never_ready', this.version, active)) {
+      return ['standin.never_ready'];
+    }
+    const delayMs = 1000 * faults.numberFor('ready_delay_s', this.version, DEFAULT_READY_DELAY_S, active);
+    return this.uptimeMs() < delayMs ? ['startup'] : [];
+  }
+
+  eventLoop() {
+    return {
+      utilization: Number(performance.eventLoopUtilization().utilization.toFixed(4)),
+      delayP99Ms: Number((this.loopDelay.percentile(99) / 1e6).toFixed(2)),
+      delayMaxMs: Number((this.loopDelay.max / 1e6).toFixed(2)),
+    };
+  }
+
+  readyz(active) {
+    const failing = this.failing(active);
+    if (failing.length) {
+      return [503, { ready: false, failing, uptimeMs: this.uptimeMs() }];
+    }
+    return [200, { ready: true, failing: [], uptimeMs: this.uptimeMs(), eventLoop: this.eventLoop() }];
+  }
+
+  startupz(active) {
+    const ready = this.failing(active).length === 0;
+    const status = ready ? 'started' : this.draining ? 'draining' : 'starting';
+    return [ready ? 200 : 503, { ok: ready, status, version: this.version, uptimeMs: this.uptimeMs() }];
+  }
+
+  snapshot(active) {
+    const began = Date.now();
+    const plugins = installedPlugins();
+    const channels = {};
+    for (const plugin of plugins) {
+      channels[plugin.id] = {
+        configured: true, running: true, connected: true, accountId: 'default', lastError: null,
+      };
+    }
+    const pending = faults.numberFor('ingress_pending', this.version, 0, active);
+    const ingressPressure = pending > 0 ? [{
+      channelId: plugins.length ? plugins[0].id : 'webchat',
+      accountId: 'default',
+      laneCount: 1,
+      pendingCount: pending,
+      claimedCount: 0,
+      blockedCount: 0,
+      oldestReceivedAt: this.startedAt,
+    }] : [];
+    return {
+      ok: this.failing(active).length === 0,
+      ts: Date.now(),
+      durationMs: Date.now() - began,
+      heartbeatSeconds: 60,
+      defaultAgentId: 'main',
+      agents: [{ id: 'main', name: 'main', isDefault: true }],
+      sessions: {
+        path: path.join(state.stateDir(), 'agents', 'main', 'sessions', 'sessions.json'),
+        count: 0,
+        recent: [],
+      },
+      channels,
+      channelOrder: Object.keys(channels),
+      deliveryQueues: { failed: [], ingressPressure },
+    };
+  }
+
+  health(req, active) {
+    if (this.token && req.headers.authorization !== `Bearer ${this.token}`) {
+      return [401, { ok: false, error: 'unauthorized: gateway token mismatch' }];
+    }
+    return [200, this.snapshot(active)];
+  }
+
+  traffic(req, pathname, active) {
+    this.served += 1;
+    const base = { version: this.version, profile: this.profile, port: this.port, method: req.method, path: pathname };
+    if (faults.isOn('http_5xx', this.version, active)) {
+      const code = req.method === 'GET' || req.method === 'HEAD' ? 503 : 500;
+      return [code, { ok: false, error: 'standin fault http_5xx', ...base }];
+    }
+    return [200, { ok: true, ...base, served: this.served }];
+  }
+
+  route(req) {
+    const pathname = new URL(req.url, 'http://gateway').pathname;
+    const active = faults.loadFaults();
+    switch (pathname) {
+      case '/healthz':
+        return [200, { ok: true, status: 'live' }];
+      case '/readyz':
+        return this.readyz(active);
+      case '/startupz':
+        return this.startupz(active);
+      case HEALTH_PATH:
+        return this.health(req, active);
+      default:
+        return this.traffic(req, pathname, active);
+    }
+  }
+
+  handle(req, res) {
+    req.resume();
+    req.on('end', () => {
+      const [status, body] = this.route(req);
+      const text = `${JSON.stringify(body)}\n`;
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(req.method === 'HEAD' ? undefined : text);
+    });
+  }
+}
+
+function writeRuntime(gateway, host) {
+  const p = state.paths();
+  fs.mkdirSync(p.stateDir, { recursive: true });
+  state.writeFileAtomic(p.pidFile, `${process.pid}\n`);
+  state.writeJsonAtomic(p.runtimeFile, {
+    pid: process.pid,
+    port: gateway.port,
+    host,
+    bind: gateway.bind,
+    version: gateway.version,
+    profile: gateway.profile,
+    startedAt: new Date(gateway.startedAt).toISOString(),
+  });
+}
+
+function clearRuntime() {
+  const p = state.paths();
+  for (const file of [p.pidFile, p.runtimeFile]) {
+    try {
+      if (fs.readFileSync(file, 'utf8').includes(String(process.pid))) {
+        fs.unlinkSync(file);
+      }
+    } catch {
+      // not ours or already gone
+    }
+  }
+}
+
+function listen(server, port, host) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.removeListener('error', reject);
+      resolve(server.address().port);
+    });
+  });
+}
+
+function shutdownOnSignals(server, gateway, resolve) {
+  const stop = (signal) => {
+    gateway.draining = true;
+    process.stderr.write(`[gateway] ${signal}: draining and shutting down\n`);
+    clearRuntime();
+    server.close(() => resolve(0));
+    server.closeAllConnections();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+async function runGateway(flags) {
+  const version = installedVersion();
+  if (faults.isOn('crash_on_start', version)) {
+    process.stderr.write(`Gateway failed to start: OpenClaw ${version} crashed during startup (standin fault crash_on_start)\n`);
+    return 1;
+  }
+  const port = flags.port !== undefined ? Number.parseInt(flags.port, 10) : state.gatewayPort();
+  const bind = typeof flags.bind === 'string' ? flags.bind : state.gatewayBind();
+  const token = typeof flags.token === 'string' ? flags.token : state.gatewayToken();
+  const host = bindHost(bind);
+  const gateway = new Gateway({ version, port, bind, token });
+  const server = http.createServer((req, res) => gateway.handle(req, res));
+  try {
+    gateway.port = await listen(server, port, host);
+  } catch (err) {
+    process.stderr.write(`Gateway failed to start: cannot listen on ${host}:${port}: ${err.message}\n`);
+    return 1;
+  }
+  writeRuntime(gateway, host);
+  process.stderr.write(`[gateway] OpenClaw ${version} (standin) listening on http://${host}:${gateway.port} (pid ${process.pid})\n`);
+  return new Promise((resolve) => shutdownOnSignals(server, gateway, resolve));
+}
+
+module.exports = { runGateway, HEALTH_PATH };

@@ -1,0 +1,182 @@
+'use strict';
+// `openclaw update --tag V --json --yes --no-restart [--dry-run]` and `openclaw update status`.
+// The updater of an npm install runs `npm i -g openclaw@V` under the SAME prefix this copy lives
+// in, with the npm registry/config inherited from the environment (npm_config_*). Like the
+// product it refuses, before touching anything, a target whose engines.node this Node does not
+// satisfy. Every run is recorded in <state>/update/last-run.json for `update status`.
+const { spawnSync } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+const daemon = require('./daemon.js');
+const { PKG_DIR, binPath, globalPrefix, installedVersion, readJsonOr } = require('./pkg.js');
+const { satisfies } = require('./semver-lite.js');
+const state = require('./state.js');
+
+const DEFAULT_TIMEOUT_MS = 20 * 60 * 1000;
+const TAIL_CHARS = 2000;
+
+function npmCommand() {
+  const sibling = path.join(path.dirname(process.execPath), 'npm');
+  return fs.existsSync(sibling) ? sibling : 'npm';
+}
+
+// Runs npm and records the step the way the product's update result does.
+function runStep(name, args, timeoutMs) {
+  const began = Date.now();
+  const out = spawnSync(npmCommand(), args, {
+    encoding: 'utf8', timeout: timeoutMs, env: process.env, maxBuffer: 64 * 1024 * 1024,
+  });
+  const step = {
+    name,
+    command: ['npm', ...args].join(' '),
+    cwd: process.cwd(),
+    exitCode: out.error ? null : out.status,
+    durationMs: Date.now() - began,
+    stdoutTail: (out.stdout || '').slice(-TAIL_CHARS),
+    stderrTail: (out.stderr || (out.error ? String(out.error.message) : '')).slice(-TAIL_CHARS),
+  };
+  return { step, ok: !out.error && out.status === 0, stdout: out.stdout || '' };
+}
+
+// Resolves a tag or version to {version, enginesNode} with `npm view`.
+function resolveTarget(tag, timeoutMs) {
+  const view = runStep('resolve target', ['view', `openclaw@${tag}`, 'version', 'engines', '--json'], timeoutMs);
+  if (!view.ok) {
+    return { step: view.step, target: null };
+  }
+  let parsed = JSON.parse(view.stdout || 'null');
+  parsed = Array.isArray(parsed) ? parsed[parsed.length - 1] : parsed;
+  if (!parsed || !parsed.version) {
+    return { step: view.step, target: null };
+  }
+  return { step: view.step, target: { version: parsed.version, enginesNode: (parsed.engines || {}).node || null } };
+}
+
+function newRun(tag) {
+  return {
+    runId: crypto.randomUUID(),
+    pid: process.pid,
+    tag,
+    startedAt: new Date().toISOString(),
+  };
+}
+
+function finish(run, result) {
+  const p = state.paths();
+  const lastRun = {
+    ...run,
+    finishedAt: new Date().toISOString(),
+    status: result.status,
+    reason: result.reason || null,
+    before: result.before,
+    after: result.after,
+  };
+  delete lastRun.pid;
+  state.writeJsonAtomic(p.lastRunFile, lastRun);
+  state.removeQuietly(p.activeRunFile);
+  return result;
+}
+
+function restartIfRunning(steps) {
+  const pid = daemon.readPid(state.paths().pidFile);
+  if (!daemon.isGateway(pid)) {
+    return;
+  }
+  const began = Date.now();
+  const out = spawnSync(process.execPath, [binPath(), 'gateway', 'restart'], {
+    encoding: 'utf8', timeout: 60000, env: process.env,
+  });
+  steps.push({
+    name: 'restart gateway',
+    command: 'openclaw gateway restart',
+    cwd: process.cwd(),
+    exitCode: out.status,
+    durationMs: Date.now() - began,
+  });
+}
+
+function plan(flags) {
+  const tag = typeof flags.tag === 'string' ? flags.tag : 'latest';
+  const timeoutMs = flags.timeout ? Number.parseInt(flags.timeout, 10) * 1000 : DEFAULT_TIMEOUT_MS;
+  return { tag, timeoutMs, prefix: globalPrefix() };
+}
+
+// The update itself; returns the product-shaped result object.
+function performUpdate(flags, base, steps) {
+  const { tag, timeoutMs, prefix } = plan(flags);
+  if (!prefix) {
+    return { ...base, status: 'error', reason: 'not-global-npm-install', after: base.before };
+  }
+  const resolved = resolveTarget(tag, timeoutMs);
+  steps.push(resolved.step);
+  if (!resolved.target) {
+    return { ...base, status: 'error', reason: 'target-not-found', after: base.before };
+  }
+  const { version, enginesNode } = resolved.target;
+  if (enginesNode && !satisfies(process.version, enginesNode)) {
+    return {
+      ...base, status: 'error', reason: 'node-engine-unsupported', after: base.before,
+      message: `OpenClaw ${version} requires Node ${enginesNode}; this host runs ${process.version}`,
+    };
+  }
+  if (flags['dry-run']) {
+    return { ...base, status: 'skipped', reason: 'dry-run', dryRun: true, after: { version } };
+  }
+  const args = ['i', '-g', '--prefix', prefix, `openclaw@${version}`, '--engine-strict',
+    '--allow-scripts=openclaw', '--no-audit', '--no-fund'];
+  const install = runStep('global update', args, timeoutMs);
+  steps.push(install.step);
+  const after = { version: installedVersion() };
+  if (!install.ok) {
+    return { ...base, status: 'error', reason: 'global-update-failed', after };
+  }
+  if (!flags['no-restart']) {
+    restartIfRunning(steps);
+  }
+  return { ...base, status: after.version === version ? 'ok' : 'error', after };
+}
+
+function runUpdate(flags) {
+  const began = Date.now();
+  const run = newRun(typeof flags.tag === 'string' ? flags.tag : 'latest');
+  state.writeJsonAtomic(state.paths().activeRunFile, run);
+  const steps = [];
+  const base = { runId: run.runId, mode: 'npm', root: PKG_DIR, before: { version: installedVersion() }, steps };
+  let result;
+  try {
+    result = performUpdate(flags, base, steps);
+  } catch (err) {
+    result = { ...base, status: 'error', reason: 'exception', message: String(err.message || err), after: base.before };
+  }
+  result.durationMs = Date.now() - began;
+  finish(run, result);
+  const text = `Update ${result.status}: ${result.before.version} -> ${result.after.version}`
+    + `${result.reason ? ` (${result.reason})` : ''}`;
+  process.stdout.write(flags.json ? `${JSON.stringify(result, null, 2)}\n` : `${text}\n`);
+  return result.status === 'error' ? 1 : 0;
+}
+
+function activeRun(p) {
+  const run = readJsonOr(p.activeRunFile, null);
+  if (!run) {
+    return null;
+  }
+  try {
+    process.kill(run.pid, 0);
+    return run;
+  } catch {
+    return null;
+  }
+}
+
+function runUpdateStatus(flags) {
+  const p = state.paths();
+  const report = { activeRun: activeRun(p), lastRun: readJsonOr(p.lastRunFile, null) };
+  const last = report.lastRun;
+  const text = last ? `Last update: ${last.status} ${last.before.version} -> ${last.after.version}` : 'No update has run';
+  process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${text}\n`);
+  return 0;
+}
+
+module.exports = { runUpdate, runUpdateStatus };

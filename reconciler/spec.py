@@ -1,0 +1,244 @@
+"""The fleet spec: desired state as frozen pydantic models.
+
+These models are the single source of truth for `fleet.yaml`: the JSON Schema in schemas/ is
+generated from them, and every string that can reach a command line is constrained here by a
+pattern, so a value with shell metacharacters never gets past loading. Keys are camelCase in
+YAML (like Kubernetes and Flux) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
+
+API_VERSION: Literal["reconciler.openclaw.ai/v1"] = "reconciler.openclaw.ai/v1"
+
+# Strings that reach a shell or a command line: no whitespace, quotes, `$`, `;`, `|`, `&`,
+# backticks, globs, redirections or newlines.
+SAFE = r"^[A-Za-z0-9._:/@+=,%~-]+$"
+NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$"
+NPM_NAME = r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$"
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+ABS_PATH = r"^(/|~/)[A-Za-z0-9._/@+=,%~-]*$"
+URL = r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%@+=-]*)?$"
+DURATION = r"^[0-9]+(ms|s|m|h)$"
+CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+USER = r"^[a-z_][a-z0-9_.-]{0,31}$"
+ZONE = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$"
+
+TEMPLATE = r"^[A-Za-z0-9._:/@+=,%~{}-]+$"
+
+SafeStr = Annotated[str, Field(pattern=SAFE, max_length=256)]
+Name = Annotated[str, Field(pattern=NAME, max_length=63)]
+OpenClawVersion = Annotated[str, Field(pattern=OPENCLAW_VERSION)]
+ExactVersion = Annotated[str, Field(pattern=EXACT_SEMVER, max_length=64)]
+NpmName = Annotated[str, Field(pattern=NPM_NAME, max_length=214)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME, max_length=128)]
+AbsPath = Annotated[str, Field(pattern=ABS_PATH, max_length=1024)]
+Url = Annotated[str, Field(pattern=URL, max_length=2048)]
+Duration = Annotated[
+    Annotated[str, Field(pattern=DURATION)] | Annotated[int, Field(ge=0)],
+    Field(description="seconds, or a string like 30s, 5m, 1h"),
+]
+Percent = Annotated[int, Field(ge=0, le=100)]
+Weight = Annotated[int, Field(ge=0, le=100, description="LB weight (0-100)")]
+Argv = Annotated[list[SafeStr], Field(min_length=1, max_length=64)]
+ArgvTemplate = Annotated[
+    list[Annotated[str, Field(pattern=TEMPLATE, max_length=256)]],
+    Field(min_length=1, max_length=64),
+]
+
+Role = Literal["canary", "stable", "witness"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Event = Literal["failure", "success", "drift", "gate"]
+
+_FAILURE_ONLY: list[Event] = ["failure"]
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(value: str | int) -> float:
+    """A spec duration (`90`, `30s`, `5m`, `1h`, `250ms`) in seconds."""
+    if isinstance(value, int):
+        return float(value)
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", value)
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (expected e.g. 30s, 5m, 1h)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+class Model(BaseModel):
+    """Base of every document: frozen, camelCase aliases, unknown keys refused."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=False,
+    )
+
+    def dump(self) -> dict[str, object]:
+        """The JSON form, as written to files (aliases, no unset optionals)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class OpenClaw(Model):
+    """What to install: the core at an exact version and plugins pinned exactly."""
+
+    version: OpenClawVersion = Field(description="exact OpenClaw core version, e.g. 2026.4.3")
+    plugins: dict[NpmName, ExactVersion] = Field(
+        default_factory=dict, description="plugin npm name -> exact version"
+    )
+    install: Literal["npm", "openclaw-update"] = Field(
+        "npm", description="`npm i -g` (the runbook) or the product's own `openclaw update`"
+    )
+    registry: Url = Field(description="npm registry the hosts install from")
+
+
+class Window(Model):
+    """A maintenance window in which a rollout may start or advance (Argo CD sync windows)."""
+
+    kind: Literal["allow", "deny"] = "allow"
+    days: list[Day] = Field(default_factory=lambda: list(get_args(Day)), min_length=1)
+    start: Annotated[str, Field(pattern=CLOCK)] = Field(description="HH:MM local time")
+    duration: Duration = Field(description="how long the window stays open")
+    timezone: Annotated[str, Field(pattern=ZONE)] = "UTC"
+
+
+class Analysis(Model):
+    """Canary analysis over each soak, from the load balancer's counters."""
+
+    max_5xx_ratio: Annotated[float, Field(ge=0, le=1, alias="max5xxRatio")] = 0.05
+    min_requests: Annotated[int, Field(ge=0)] = 0
+
+
+class Rollout(Model):
+    """How a new desired state reaches the hosts."""
+
+    strategy: Literal["rolling", "all-at-once"] = "rolling"
+    order: list[Name] | None = Field(None, description="explicit host order (overrides roles)")
+    roles: list[Role] = Field(default_factory=lambda: list(get_args(Role)), min_length=1)
+    steps: list[Percent] = Field(
+        default_factory=lambda: [10, 50, 100],
+        min_length=1,
+        description="weight steps in percent of each profile's desired weight; must end at 100",
+    )
+    soak: Duration = Field("60s", description="pause after each weight step")
+    drain_timeout: Duration = "5m"
+    probe_timeout: Duration = "2m"
+    install_timeout: Duration = "10m"
+    failure_budget: Annotated[int, Field(ge=0)] = Field(
+        0, description="red hosts tolerated (each restored) before the rollout stops"
+    )
+    doctor_threshold: Literal["warning", "error"] = Field(
+        "error", description="a doctor finding at or above this severity makes a host red"
+    )
+    min_free_disk_mb: Annotated[int, Field(ge=0)] = 1024
+    self_heal: bool = Field(False, description="re-converge hosts that drift while Complete")
+    analysis: Analysis = Field(default_factory=Analysis)
+
+
+class LoadBalancer(Model):
+    """Where traffic weights live: HAProxy's runtime API, a weights file, or commands."""
+
+    driver: Literal["haproxy", "file", "command"]
+    address: SafeStr | None = Field(
+        None, description="haproxy: unix:///path or tcp://host:port; file: path of the JSON file"
+    )
+    backend: SafeStr | None = Field(None, description="haproxy backend holding the servers")
+    commands: dict[Literal["get", "set", "stats"], ArgvTemplate] | None = Field(
+        None, description="command driver: argv per operation ({server} and {weight} filled in)"
+    )
+    timeout: Duration = "10s"
+
+
+class Notification(Model):
+    """A failure broadcast target."""
+
+    type: Literal["webhook", "slack"]
+    url: Url | None = None
+    url_env: EnvName | None = Field(None, description="read the URL from this env var")
+    secret_env: EnvName | None = Field(None, description="HMAC secret from this env var")
+    secret_file: AbsPath | None = Field(None, description="HMAC secret from this file")
+    events: list[Event] = Field(default_factory=lambda: _FAILURE_ONLY.copy())
+
+
+class Profile(Model):
+    """One OpenClaw gateway on a host: the unit of traffic and of doctor."""
+
+    name: Name | None = Field(None, description="profile name; omitted for the default profile")
+    port: Annotated[int, Field(ge=1, le=65535)] = 18789
+    service: SafeStr | None = Field(
+        None, description="launchd label or systemd unit; derived from the profile when omitted"
+    )
+    lb_server: SafeStr | None = Field(None, description="LB server name; defaults to host name")
+    weight: Weight = Field(100, description="desired LB weight when fully ramped")
+
+    def key(self) -> str:
+        return self.name or "default"
+
+
+class Host(Model):
+    """One machine: the unit of install (one global npm tree)."""
+
+    name: Name
+    address: Annotated[str, Field(pattern=HOSTNAME, max_length=253)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: Annotated[str, Field(pattern=USER)]
+    role: Role = "stable"
+    transport: Literal["ssh", "local"] = Field(
+        "ssh", description="ssh, or local: run on the reconciler's own machine (the sandbox)"
+    )
+    home: AbsPath | None = Field(None, description="HOME for the local transport")
+    service_manager: Literal["launchd", "systemd", "command"] = "launchd"
+    restart_command: Argv | None = Field(None, description="argv when serviceManager is command")
+    npm_prefix: AbsPath | None = Field(None, description="npm global prefix (`npm -g --prefix`)")
+    path: list[AbsPath] = Field(default_factory=list, description="dirs prepended to PATH")
+    profiles: list[Profile] = Field(default_factory=lambda: [Profile()], min_length=1)
+
+
+class Ssh(Model):
+    """How the reconciler reaches hosts. Host keys are pinned in a reviewed file."""
+
+    known_hosts: SafeStr = Field("known_hosts", description="path relative to the spec file")
+    key_file: AbsPath | None = None
+    key_env: EnvName | None = Field(None, description="private key path from this env var")
+    connect_timeout: Duration = "10s"
+    command_timeout: Duration = "2m"
+
+
+class Fleet(Model):
+    """One fleet: `fleet.yaml`."""
+
+    api_version: Literal["reconciler.openclaw.ai/v1"] = API_VERSION
+    kind: Literal["Fleet"] = "Fleet"
+    name: Name
+    openclaw: OpenClaw
+    rollout: Rollout = Field(default_factory=Rollout)
+    windows: list[Window] = Field(default_factory=list)
+    load_balancer: LoadBalancer
+    notifications: list[Notification] = Field(default_factory=list)
+    ssh: Ssh = Field(default_factory=Ssh)
+    hosts: list[Host] = Field(min_length=1)
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+    def profiles(self) -> Iterator[tuple[Host, Profile]]:
+        for host in self.hosts:
+            for profile in host.profiles:
+                yield host, profile
+
+    def packages(self) -> dict[str, str]:
+        """Every pinned package, core first: npm name -> exact version."""
+        return {"openclaw": self.openclaw.version, **self.openclaw.plugins}

@@ -1,0 +1,436 @@
+"""Load and validate a fleet spec, reporting every problem with its location.
+
+Validation runs in layers, each only when the one before it passed, so that an operator sees
+the real problems and not their echoes: YAML syntax (ruamel.yaml, which keeps line and column
+of every node) -> JSON Schema (the published schemas/fleet.schema.json, all errors at once) ->
+pydantic (the models) -> semantic rules across fields (unique names, weights, known_hosts, the
+lock). Every problem names the file, line, column, JSON path and what was expected.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import itertools
+import re
+import zoneinfo
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import pydantic
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from reconciler import spec as s
+from reconciler.errors import Problem, SpecError
+from reconciler.knownhosts import KnownHosts
+from reconciler.lock import Lock, parse_lock, spec_digest
+from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
+
+MAX_SPEC_BYTES = 1024 * 1024
+
+# What a pattern means, in the words an operator would use.
+_EXPECTED = {
+    s.SAFE: "a plain value without spaces, quotes or shell metacharacters ($ ; | & ` < > * ?)",
+    s.TEMPLATE: "a plain argument without spaces, quotes or shell metacharacters",
+    s.NAME: "a lowercase name (a-z, 0-9, '-'; at most 63 characters)",
+    s.HOSTNAME: "a host name or IP address",
+    s.NPM_NAME: "a valid npm package name such as @openclaw/discord",
+    s.ENV_NAME: "an environment variable name (A-Z, 0-9, _)",
+    s.ABS_PATH: "an absolute path (or ~/...) without spaces or shell metacharacters",
+    s.URL: "an http(s) URL without spaces or shell metacharacters",
+    s.DURATION: "a duration such as 30s, 5m or 1h",
+    s.CLOCK: "a time of day HH:MM",
+    s.USER: "a POSIX user name (lowercase, no spaces)",
+    s.ZONE: "an IANA time zone such as Europe/Berlin",
+    OPENCLAW_VERSION: "an exact OpenClaw version such as 2026.4.3, 2026.5.3-1 or 2026.7.1-beta.6",
+    EXACT_SEMVER: "an exact version such as 2026.4.3 (no ranges, no tags)",
+}
+
+
+@dataclass(frozen=True)
+class SpecFiles:
+    """The raw bytes of one fleet's files, read from a directory or a git tree."""
+
+    fleet_path: str
+    fleet: bytes
+    lock_path: str
+    lock: bytes | None
+    known_hosts_path: str
+    known_hosts: bytes | None
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A fleet that passed every check, with its lock and pinned host keys."""
+
+    fleet: s.Fleet
+    lock: Lock | None
+    known_hosts: KnownHosts
+    files: SpecFiles
+
+
+def load(files: SpecFiles, *, require_lock: bool = True) -> LoadedSpec:
+    """Validate one fleet's files; raise SpecError carrying every problem found."""
+    raw, problems = _parse_yaml(files)
+    if raw is None:
+        raise SpecError(problems)
+    problems = list(_schema_problems(files.fleet_path, raw))
+    if problems:
+        raise SpecError(problems)
+    try:
+        fleet = s.Fleet.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise SpecError(list(_pydantic_problems(files.fleet_path, raw, exc))) from None
+    locate = functools.partial(_problem, files.fleet_path, raw)
+    problems = list(semantic_problems(fleet, locate))
+    known_hosts = _known_hosts(files, fleet, locate, problems)
+    lock = _lock(files, fleet, require_lock, problems)
+    if problems:
+        raise SpecError(problems)
+    return LoadedSpec(fleet=fleet, lock=lock, known_hosts=known_hosts, files=files)
+
+
+# --- YAML -----------------------------------------------------------------------------------
+
+
+def _parse_yaml(files: SpecFiles) -> tuple[Any, list[Problem]]:
+    if len(files.fleet) > MAX_SPEC_BYTES:
+        size = f"{len(files.fleet)} bytes; at most {MAX_SPEC_BYTES} expected"
+        return None, [Problem(files.fleet_path, "$", f"file too large ({size})")]
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        text = files.fleet.decode("utf-8")
+        raw = yaml.load(io.StringIO(text))
+    except UnicodeDecodeError as exc:
+        return None, [Problem(files.fleet_path, "$", f"not UTF-8 text ({exc.reason})")]
+    except MarkedYAMLError as exc:
+        return None, [_yaml_problem(files.fleet_path, exc)]
+    except YAMLError as exc:
+        return None, [Problem(files.fleet_path, "$", f"YAML error: {exc}")]
+    if not isinstance(raw, Mapping):
+        kind = "empty file" if raw is None else type(raw).__name__
+        return None, [Problem(files.fleet_path, "$", f"expected a mapping at the top, got {kind}")]
+    return raw, []
+
+
+def _yaml_problem(file: str, exc: MarkedYAMLError) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+    line = mark.line + 1 if mark else None
+    column = mark.column + 1 if mark else None
+    return Problem(file, "$", f"YAML syntax error: {what}", line=line, column=column)
+
+
+# --- JSON Schema -----------------------------------------------------------------------------
+
+
+@functools.cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = s.Fleet.model_json_schema(by_alias=True)
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def _schema_problems(file: str, raw: Any) -> Iterator[Problem]:
+    problems = [p for e in _validator().iter_errors(raw) for p in _explain(file, raw, e)]
+    yield from sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
+
+
+def _explain(file: str, raw: Any, error: jsonschema.ValidationError) -> Iterator[Problem]:
+    path = tuple(error.absolute_path)
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        yield from _explain(file, raw, _best_branch(error))
+        return
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = sorted(error.schema.get("properties", {}))
+        for key in error.instance:
+            if key not in known:
+                expected = f"one of: {', '.join(known)}" if known else "no keys"
+                yield _problem(
+                    file, raw, (*path, key), f"unknown key {key!r} (expected {expected})"
+                )
+        return
+    yield _problem(file, raw, path, _message(error))
+
+
+def _best_branch(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For `X | None` fields, the error of the non-null branch is the one that helps."""
+    context = [e for e in error.context or () if e.schema.get("type") != "null"]
+    same_type = [e for e in context if e.validator != "type"]
+    best = jsonschema.exceptions.best_match(same_type or context or error.context or [])
+    return best if best is not None else error
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    instance = error.instance
+    if error.validator == "pattern":
+        expected = _EXPECTED.get(str(error.validator_value), f"a match for {error.validator_value}")
+        return f"{_show(instance)} is not valid: expected {expected}"
+    if error.validator == "type":
+        hint = ""
+        if error.validator_value == "string" and isinstance(instance, int | float):
+            hint = " (quote it: YAML read it as a number)"
+        return f"expected {error.validator_value}, got {_show(instance)}{hint}"
+    if error.validator == "enum":
+        options = ", ".join(map(str, error.validator_value))
+        return f"{_show(instance)} is not one of: {options}"
+    if error.validator in ("minimum", "maximum", "minItems", "maxItems", "maxLength"):
+        bound = "at least" if error.validator.startswith("min") else "at most"
+        unit = " items" if "Items" in str(error.validator) else ""
+        unit = " characters" if error.validator == "maxLength" else unit
+        return f"expected {bound} {error.validator_value}{unit}, got {_show(instance)}"
+    if error.validator == "required":
+        return str(error.message).replace("is a required property", "is required")
+    if error.validator == "propertyNames" and error.context:
+        return f"key {_message(error.context[0])}"
+    return str(error.message)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- pydantic (a second net; the schema is generated from the same models) ------------------
+
+
+def _pydantic_problems(file: str, raw: Any, exc: pydantic.ValidationError) -> Iterator[Problem]:
+    for err in exc.errors():
+        yield _problem(file, raw, tuple(err["loc"]), str(err["msg"]))
+
+
+# --- semantic rules --------------------------------------------------------------------------
+
+Locate = Any  # (path, message) -> Problem
+
+
+def semantic_problems(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    """Rules that span fields; each yields a located problem and never stops early."""
+    yield from _unique_hosts(fleet, locate)
+    yield from _profiles(fleet, locate)
+    yield from _weights(fleet, locate)
+    yield from _rollout(fleet, locate)
+    yield from _load_balancer(fleet, locate)
+    yield from _notifications(fleet, locate)
+    yield from _windows(fleet, locate)
+    if "openclaw" in fleet.openclaw.plugins:
+        yield locate(
+            ("openclaw", "plugins", "openclaw"), "the core is openclaw.version, not a plugin"
+        )
+
+
+def _duplicates(
+    items: Iterable[tuple[str, tuple[Any, ...]]],
+) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    seen: set[str] = set()
+    for key, path in items:
+        if key in seen:
+            yield key, path
+        seen.add(key)
+
+
+def _unique_hosts(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    names = ((h.name, ("hosts", i, "name")) for i, h in enumerate(fleet.hosts))
+    for name, path in _duplicates(names):
+        yield locate(path, f"duplicate host name {name!r} (host names must be unique)")
+    endpoints = (
+        (f"{h.address}:{h.port}", ("hosts", i, "address")) for i, h in enumerate(fleet.hosts)
+    )
+    for endpoint, path in _duplicates(endpoints):
+        yield locate(path, f"two hosts share the SSH endpoint {endpoint}")
+    for i, host in enumerate(fleet.hosts):
+        if host.service_manager == "command" and not host.restart_command:
+            yield locate(("hosts", i), "serviceManager 'command' needs restartCommand")
+
+
+def _profiles(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    servers = []
+    for i, host in enumerate(fleet.hosts):
+        base = ("hosts", i, "profiles")
+        names = ((p.key(), (*base, j)) for j, p in enumerate(host.profiles))
+        for name, path in _duplicates(names):
+            yield locate(path, f"duplicate profile {name!r} on host {host.name}")
+        ports = ((str(p.port), (*base, j, "port")) for j, p in enumerate(host.profiles))
+        for port, path in _duplicates(ports):
+            yield locate(path, f"two profiles on host {host.name} use gateway port {port}")
+        servers += [
+            (p.lb_server or _default_server(host, p), (*base, j))
+            for j, p in enumerate(host.profiles)
+        ]
+    for server, path in _duplicates(servers):
+        yield locate(path, f"LB server {server!r} is used by two profiles (set lbServer)")
+
+
+def _default_server(host: s.Host, profile: s.Profile) -> str:
+    return host.name if profile.name is None else f"{host.name}-{profile.name}"
+
+
+def _weights(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    if all(p.weight == 0 for _, p in fleet.profiles()):
+        yield locate(("hosts",), "every profile has weight 0: the fleet would serve no traffic")
+
+
+def _rollout(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    r = fleet.rollout
+    steps = r.steps
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        yield locate(("rollout", "steps"), f"weight steps must increase strictly, got {steps}")
+    if steps[-1] != 100:
+        yield locate(("rollout", "steps"), f"the last weight step must be 100, got {steps[-1]}")
+    names = [h.name for h in fleet.hosts]
+    if r.order is not None:
+        for j, name in enumerate(r.order):
+            if name not in names:
+                yield locate(
+                    ("rollout", "order", j), f"unknown host {name!r} (hosts: {', '.join(names)})"
+                )
+        for name, path in _duplicates((n, ("rollout", "order", j)) for j, n in enumerate(r.order)):
+            yield locate(path, f"host {name!r} listed twice in rollout.order")
+        missing = [n for n in names if n not in r.order]
+        if missing:
+            yield locate(("rollout", "order"), f"rollout.order leaves out {', '.join(missing)}")
+    else:
+        for i, host in enumerate(fleet.hosts):
+            if host.role not in r.roles:
+                yield locate(
+                    ("hosts", i, "role"), f"role {host.role!r} is not in rollout.roles {r.roles}"
+                )
+
+
+def _load_balancer(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    lb = fleet.load_balancer
+    need = {"haproxy": ("address", "backend"), "file": ("address",), "command": ("commands",)}
+    for field in need[lb.driver]:
+        if getattr(lb, field) is None:
+            yield locate(("loadBalancer",), f"driver {lb.driver!r} needs loadBalancer.{field}")
+    if lb.driver == "haproxy" and lb.address and not re.match(r"^(unix://|tcp://)", lb.address):
+        yield locate(
+            ("loadBalancer", "address"), "expected unix:///path/to/socket or tcp://host:port"
+        )
+    if lb.driver == "command" and lb.commands is not None:
+        for op in ("get", "set"):
+            if op not in lb.commands:
+                yield locate(("loadBalancer", "commands"), f"command driver needs commands.{op}")
+
+
+def _notifications(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    for i, n in enumerate(fleet.notifications):
+        if (n.url is None) == (n.url_env is None):
+            yield locate(("notifications", i), "set exactly one of url or urlEnv")
+        if n.secret_env and n.secret_file:
+            yield locate(("notifications", i), "set at most one of secretEnv or secretFile")
+
+
+def _windows(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
+    for i, w in enumerate(fleet.windows):
+        try:
+            zoneinfo.ZoneInfo(w.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            yield locate(("windows", i, "timezone"), f"unknown time zone {w.timezone!r}")
+        if s.seconds(w.duration) <= 0 or s.seconds(w.duration) > 7 * 86400:
+            yield locate(
+                ("windows", i, "duration"), "a window lasts more than 0 and at most 7 days"
+            )
+
+
+def _known_hosts(
+    files: SpecFiles, fleet: s.Fleet, locate: Locate, problems: list[Problem]
+) -> KnownHosts:
+    if files.known_hosts is None:
+        if all(h.transport == "local" for h in fleet.hosts):
+            return KnownHosts.parse(b"")
+        problems.append(
+            locate(
+                ("ssh", "knownHosts"), f"{files.known_hosts_path} not found: pin every host's key"
+            )
+        )
+        return KnownHosts.parse(b"")
+    known = KnownHosts.parse(files.known_hosts)
+    for i, host in enumerate(fleet.hosts):
+        if host.transport == "ssh" and not known.has(host.address, host.port):
+            entry = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+            problems.append(
+                locate(("hosts", i, "address"), f"no key for {entry} in {files.known_hosts_path}")
+            )
+    return known
+
+
+def _lock(files: SpecFiles, fleet: s.Fleet, require: bool, problems: list[Problem]) -> Lock | None:
+    where = files.lock_path
+    if files.lock is None:
+        if require:
+            problems.append(Problem(where, "$", "missing: run `reconciler lock` and commit it"))
+        return None
+    try:
+        lock = parse_lock(files.lock)
+    except (ValueError, pydantic.ValidationError) as exc:
+        problems.append(Problem(where, "$", f"unreadable lock: {_first_line(exc)}"))
+        return None
+    if lock.self_digest() != lock.sha256:
+        problems.append(Problem(where, "$.sha256", "does not match the content: edited by hand?"))
+    if lock.spec_digest != spec_digest(fleet) or lock.fleet != fleet.name:
+        stale = _stale_pins(fleet, lock)
+        problems.append(Problem(where, "$.specDigest", f"stale: {stale}; run `reconciler lock`"))
+    return lock
+
+
+def _stale_pins(fleet: s.Fleet, lock: Lock) -> str:
+    locked = lock.versions()
+    diffs = [
+        f"{name} {locked.get(name, 'unlocked')} in lock, {version} in spec"
+        for name, version in fleet.packages().items()
+        if locked.get(name) != version
+    ]
+    diffs += [f"{name} locked but not in spec" for name in locked if name not in fleet.packages()]
+    return "; ".join(diffs) or "registry, install method or fleet name changed"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# --- locations -------------------------------------------------------------------------------
+
+
+def _problem(file: str, raw: Any, path: Sequence[Any], message: str) -> Problem:
+    line, column = position(raw, path)
+    return Problem(file, json_path(path), message, line=line, column=column)
+
+
+def json_path(path: Sequence[Any]) -> str:
+    """('hosts', 0, 'name') -> '$.hosts[0].name'."""
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def position(raw: Any, path: Sequence[Any]) -> tuple[int | None, int | None]:
+    """1-based line and column of the deepest node of `path` present in the YAML."""
+    node, found = raw, (None, None)
+    for part in path:
+        lc = getattr(node, "lc", None)
+        if lc is None:
+            break
+        try:
+            if isinstance(node, Mapping) and part in node:
+                line, col = lc.value(part) if _is_scalar(node[part]) else lc.key(part)
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                line, col = lc.item(part)
+            else:
+                break
+        except (KeyError, TypeError, AttributeError):
+            break
+        found = (line + 1, col + 1)
+        node = node[part]
+    if found == (None, None) and getattr(raw, "lc", None) is not None:
+        found = (raw.lc.line + 1, raw.lc.col + 1)
+    return found
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, Mapping | list)
