@@ -86,7 +86,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.check:
         stale = schemas.stale(out)
         for name in stale:
-            print(f"{out / name}: differs from the models; run `reconciler schema`", file=sys.stderr)
+            print(
+                f"{out / name}: differs from the models; run `reconciler schema`", file=sys.stderr
+            )
         return EXIT_INVALID if stale else EXIT_OK
     for path in schemas.write(out):
         print(f"wrote {path}")

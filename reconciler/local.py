@@ -15,6 +15,7 @@ does not leak into every host command. Anything else goes through `base_env` or 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import selectors
@@ -208,8 +209,6 @@ def _close_pipes(*pipes: IO[bytes]) -> None:
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the command's whole process group and reap the leader."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()

@@ -37,13 +37,24 @@ class Change(Model):
     after: str | None = None
 
 
+class Pin(Model):
+    """One package at one exact version; install order is list order (core first)."""
+
+    name: str
+    version: str
+
+
+def pins(packages: Mapping[str, str]) -> list[Pin]:
+    return [Pin(name=n, version=v) for n, v in packages.items()]
+
+
 class Step(Model):
     """One action the engine takes; `id` is stable so progress can be recorded against it."""
 
     id: str
     action: Action
     hosts: list[str] = Field(description="hosts acted on (several only for all-at-once)")
-    packages: dict[str, str] = Field(default_factory=dict, description="install: core first")
+    packages: list[Pin] = Field(default_factory=list, description="install order: core first")
     weights: dict[str, int] = Field(default_factory=dict, description="LB server -> weight")
     percent: int | None = None
     soak_s: float = 0.0
@@ -216,12 +227,17 @@ def _rolling_host(fleet: Fleet, host: Host) -> list[Step]:
             percent=0,
             timeout_s=seconds(r.drain_timeout),
         ),
-        Step(id=f"{name}/preflight", action="preflight", hosts=[name], packages=fleet.packages()),
+        Step(
+            id=f"{name}/preflight",
+            action="preflight",
+            hosts=[name],
+            packages=pins(fleet.packages()),
+        ),
         Step(
             id=f"{name}/install",
             action="install",
             hosts=[name],
-            packages=fleet.packages(),
+            packages=pins(fleet.packages()),
             timeout_s=seconds(r.install_timeout),
         ),
         Step(id=f"{name}/restart", action="restart", hosts=[name]),
@@ -267,12 +283,14 @@ def _all_at_once(fleet: Fleet, order: list[Host], install: bool) -> list[Step]:
             percent=0,
             timeout_s=seconds(r.drain_timeout),
         ),
-        Step(id="fleet/preflight", action="preflight", hosts=names, packages=fleet.packages()),
+        Step(
+            id="fleet/preflight", action="preflight", hosts=names, packages=pins(fleet.packages())
+        ),
         Step(
             id="fleet/install",
             action="install",
             hosts=names,
-            packages=fleet.packages(),
+            packages=pins(fleet.packages()),
             timeout_s=seconds(r.install_timeout),
         ),
         Step(id="fleet/restart", action="restart", hosts=names),

@@ -40,7 +40,7 @@ def _duration(total: float) -> str:
 
 def _step_detail(step: Any) -> str:
     if step.action == "install":
-        return " then ".join(f"{n}@{v}" for n, v in step.packages.items())
+        return " then ".join(f"{p.name}@{p.version}" for p in step.packages)
     if step.action in ("drain", "ramp", "retire"):
         weights = ", ".join(f"{s}={w}" for s, w in step.weights.items())
         return f"{step.percent}%: {weights}" if weights else f"{step.percent}%"
@@ -88,6 +88,8 @@ def print_plan(plan: Plan, out: Console) -> None:
         out.print(table)
     else:
         for row in plan_rows(plan):
-            out.print(f"{row[0]:>3}  {row[1]:<12} {row[2]:<9} {row[3]}{'  soak ' + row[4] if row[4] else ''}")
+            out.print(
+                f"{row[0]:>3}  {row[1]:<12} {row[2]:<9} {row[3]}{'  soak ' + row[4] if row[4] else ''}"
+            )
     for warning in plan.warnings:
         out.print(f"warning: {warning}")

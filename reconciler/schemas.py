@@ -58,4 +58,8 @@ def write(out: Path) -> list[Path]:
 
 def stale(out: Path) -> list[str]:
     """Names of the schema files in `out` that differ from the generated ones."""
-    return [f for f, text in rendered().items() if not (out / f).is_file() or (out / f).read_text() != text]
+    return [
+        f
+        for f, text in rendered().items()
+        if not (out / f).is_file() or (out / f).read_text() != text
+    ]

@@ -1,0 +1,541 @@
+"""`Transport` over SSH (paramiko): how the reconciler reaches every real host.
+
+Why it looks the way it does:
+
+* **Host keys are pinned.** Keys come only from the spec repo's known_hosts file (plain,
+  `[addr]:port` and hashed entries). An unknown key or a changed key raises `HostKeyError`
+  naming the host, the address and the offered key's fingerprint. There is no trust-on-first-use
+  (no AutoAddPolicy, no WarningPolicy): a rollout must never talk to a host it cannot identify.
+* **One connection per host, reused.** A fresh SSH handshake costs ~70 ms; a command on a live
+  connection ~5 ms once Nagle is off (we build the socket ourselves with TCP_NODELAY). Keepalives
+  hold the connection through idle periods; when it dropped (sshd restarted, host rebooted) the
+  next command reconnects transparently, retrying once and only when the command cannot have
+  started (the failure happened before the session channel existed).
+* **Every command has a timeout and is killed when it passes it.** Closing an SSH channel does
+  not stop the remote process (no pty, so no SIGHUP). So the command line first prints the
+  shell's PID and then `exec`s the command in that same process. OpenSSH runs each session's
+  command in a new session (`setsid` in `do_exec_no_pty`), so that PID is also the process
+  group id of the command and of every child it starts. On timeout we close the channel and
+  send `kill -s KILL -- -PGID` over a second channel on the same connection. This needs only a
+  POSIX login shell and `kill`, which Linux and macOS hosts both have, unlike `setsid(1)` or
+  `timeout(1)` (missing on macOS). If the host does not answer even that, the error says so.
+* **No shell injection.** The remote login shell receives one string; every value in it (argv,
+  env values, PATH entries) is quoted with `shlex.quote`, env names are validated, and env is
+  passed as `env NAME=VALUE ...` arguments so it works whatever sshd's AcceptEnv says.
+* **Missing programs are told apart from failing ones.** A small POSIX-sh prelude checks
+  `command -v argv[0]` with the final PATH and reports a marker on stderr, so a script that
+  itself exits 127 is not mistaken for a missing binary.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from .errors import (
+    AuthenticationError,
+    CommandFailed,
+    CommandTimeout,
+    HostKeyError,
+    HostUnreachable,
+    MissingBinary,
+)
+from .transport import (
+    DEFAULT_MAX_OUTPUT,
+    BoundedBuffer,
+    CommandResult,
+    check_argv,
+    check_env,
+    check_timeout,
+    describe,
+)
+
+_READ_CHUNK = 64 * 1024
+_POLL_S = 0.2
+"""Longest select() wait: how soon we notice an exit status that arrives without data."""
+_LINGER_S = 1.0
+"""After the exit status, how long we keep reading output that a leftover child still holds."""
+_KILL_TIMEOUT_S = 5.0
+_MAX_PREAMBLE = 64 * 1024
+"""Bytes of login-shell noise (rc files printing) tolerated before our PID line."""
+_FILE_MISSING = 66
+
+# Runs under /bin/sh with the final environment: "$1" is argv[0]. Prints a marker when it
+# cannot be found, so exit code 127 from the program itself is not mistaken for "missing".
+_PRELUDE = (
+    'command -v "$1" >/dev/null 2>&1 || '
+    '{{ printf "%s %s\\n" {marker} "$PATH" >&2; exit 127; }}; exec "$@"'
+)
+
+# Reads a file with a bound; `~` and `~/...` mean the host's HOME (which may differ from the
+# login directory, as on the test fleet). Exit 66 means "does not exist".
+_READ_SCRIPT = (
+    'case $1 in "~") set -- "$HOME" "$2";; "~/"*) set -- "$HOME/${1#"~/"}" "$2";; esac; '
+    f'[ -e "$1" ] || exit {_FILE_MISSING}; exec head -c "$2" -- "$1"'
+)
+
+
+class _RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
+    """Refuses every host whose key known_hosts does not list (paramiko calls this)."""
+
+    def __init__(self, host: str, known_hosts: Path) -> None:
+        self.host = host
+        self.known_hosts = known_hosts
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise HostKeyError(
+            self.host,
+            f"unknown host key: {hostname} offered {key.get_name()} {key.fingerprint}, "
+            f"which {self.known_hosts} does not list; verify the key out of band and add it "
+            "to known_hosts (refusing to connect)",
+        )
+
+
+@dataclass
+class _Outcome:
+    stdout: BoundedBuffer
+    stderr: BoundedBuffer
+    pid: int | None
+    exit_code: int
+    timed_out: bool
+
+
+class _StdoutSplitter:
+    """Separates our PID line (and any login-shell noise before it) from the command's stdout."""
+
+    def __init__(self, marker: bytes, sink: BoundedBuffer) -> None:
+        self.marker = marker
+        self.sink = sink
+        self.pid: int | None = None
+        self._head: bytearray | None = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        if self._head is None:
+            self.sink.feed(chunk)
+            return
+        self._head += chunk
+        start = self._head.find(self.marker)
+        end = self._head.find(b"\n", start) if start >= 0 else -1
+        if end >= 0:
+            digits = bytes(self._head[start + len(self.marker) : end])
+            self.pid = int(digits) if digits.isdigit() else None
+            rest = bytes(self._head[end + 1 :])
+            self._head = None
+            self.sink.feed(rest)
+        elif len(self._head) > _MAX_PREAMBLE:
+            self.finish()
+
+    def finish(self) -> None:
+        """No PID line came: whatever arrived is the command's output."""
+        if self._head is not None:
+            head, self._head = bytes(self._head), None
+            self.sink.feed(head)
+
+
+class SSHTransport:
+    """Runs argv vectors on one host over a single reused SSH connection."""
+
+    def __init__(
+        self,
+        host_name: str,
+        address: str,
+        port: int,
+        user: str,
+        *,
+        known_hosts: Path,
+        key_file: Path | None = None,
+        use_agent: bool = True,
+        connect_timeout: float = 10,
+        keepalive_s: int = 15,
+        extra_path: Sequence[str] = (),
+        base_env: Mapping[str, str] | None = None,
+        read_timeout: float = 60,
+    ) -> None:
+        if key_file is None and not use_agent:
+            raise ValueError(f"{host_name}: no way to authenticate (no key_file, agent disabled)")
+        for entry in extra_path:
+            if not entry or ":" in entry or "\0" in entry:
+                raise ValueError(f"{host_name}: invalid PATH entry {entry!r}")
+        self.host = host_name
+        self.address = address
+        self.port = port
+        self.user = user
+        self.known_hosts = known_hosts
+        self.key_file = key_file
+        self.use_agent = use_agent
+        self.connect_timeout = connect_timeout
+        self.keepalive_s = keepalive_s
+        self.extra_path = tuple(extra_path)
+        self.base_env = check_env(base_env)
+        self.read_timeout = read_timeout
+        self.connect_count = 0
+        """How many SSH connections this transport has opened (reuse shows as 1)."""
+        self._lock = threading.Lock()
+        self._client: paramiko.SSHClient | None = None
+        self._pkey: paramiko.PKey | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.host!r}, {self.target!r})"
+
+    def __enter__(self) -> SSHTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- Transport -------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+    ) -> CommandResult:
+        args = check_argv(argv)
+        check_timeout(timeout, max_output)
+        nonce = secrets.token_hex(6)
+        command = self.command_line(args, env, nonce)
+        channel = self._open_channel()
+        started = time.monotonic()
+        try:
+            self._start(channel, command, args)
+            outcome = _collect(channel, started + timeout, max_output, nonce)
+        finally:
+            channel.close()
+        if outcome.timed_out:
+            fate = self._kill_remote(outcome.pid)
+            raise CommandTimeout(
+                self.host, f"`{describe(args)}` ran past its {timeout:g}s timeout; {fate}"
+            )
+        self._check_missing(args, outcome, nonce)
+        return CommandResult(
+            argv=args,
+            exit_code=outcome.exit_code,
+            stdout=outcome.stdout.getvalue(),
+            stderr=outcome.stderr.getvalue(),
+            duration_s=time.monotonic() - started,
+            truncated=outcome.stdout.truncated or outcome.stderr.truncated,
+        )
+
+    def read_file(self, path: str, *, max_bytes: int = DEFAULT_MAX_OUTPUT) -> bytes:
+        argv = ["sh", "-c", _READ_SCRIPT, "sh", path, str(max_bytes + 1)]
+        result = self.run(argv, timeout=self.read_timeout, max_output=max_bytes + 1)
+        if result.exit_code == _FILE_MISSING:
+            raise FileNotFoundError(errno.ENOENT, f"{self.host}: no such file", path)
+        if result.exit_code != 0:
+            reason = result.error_text().strip() or f"exit code {result.exit_code}"
+            raise CommandFailed(self.host, f"cannot read {path}: {reason}")
+        if len(result.stdout) > max_bytes:
+            raise CommandFailed(self.host, f"{path} is larger than {max_bytes} bytes")
+        return result.stdout
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # --- command line ----------------------------------------------------------------------
+
+    def command_line(self, args: tuple[str, ...], env: Mapping[str, str] | None, nonce: str) -> str:
+        """The one string the remote login shell gets; every value in it is shlex-quoted."""
+        merged = {**self.base_env, **check_env(env)}
+        explicit_path = merged.pop("PATH", None)
+        words = [shlex.quote(f"{name}={value}") for name, value in merged.items()]
+        if explicit_path is not None:
+            words.append(shlex.quote("PATH=" + ":".join((*self.extra_path, explicit_path))))
+        elif self.extra_path:
+            # the host's own PATH stays, expanded by the remote shell after our prefix
+            words.append(shlex.quote("PATH=" + ":".join(self.extra_path) + ":") + '"$PATH"')
+        prelude = _PRELUDE.format(marker=shlex.quote(_missing_marker(nonce)))
+        return " ".join(
+            [
+                f"printf '%s%s\\n' {shlex.quote(_pid_marker(nonce))} \"$$\";",
+                "exec env --",
+                *words,
+                "/bin/sh -c",
+                shlex.quote(prelude),
+                "sh",
+                *(shlex.quote(arg) for arg in args),
+            ]
+        )
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel on the shared connection; reconnects once if it had dropped.
+
+        Retrying is safe here: without a channel the command cannot have started.
+        """
+        for attempt in (1, 2):
+            transport = self._connection()
+            try:
+                return transport.open_session(timeout=self.connect_timeout)
+            except paramiko.ChannelException as exc:
+                raise HostUnreachable(self.host, f"{self.target} refused a session: {exc}") from exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                silent = "Timeout" in str(exc)  # paramiko: "Timeout opening channel."
+                dropped = not transport.is_active()
+                self._drop(transport)
+                if dropped and not silent and attempt == 1:
+                    continue
+                why = (
+                    f"did not open a session within {self.connect_timeout:g}s"
+                    if silent
+                    else f"dropped the connection ({exc or type(exc).__name__})"
+                )
+                raise HostUnreachable(self.host, f"{self.target} {why}") from exc
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> paramiko.Transport:
+        with self._lock:
+            if self._client is not None:
+                transport = self._client.get_transport()
+                if transport is not None and transport.is_active():
+                    return transport
+                self._client.close()
+                self._client = None
+            client = self._connect()
+            self._client = client
+            transport = client.get_transport()
+            assert transport is not None
+            return transport
+
+    def _drop(self, transport: paramiko.Transport) -> None:
+        """Forget a connection that failed, so the next command reconnects."""
+        with self._lock:
+            if self._client is not None and self._client.get_transport() is transport:
+                self._client.close()
+                self._client = None
+
+    def _connect(self) -> paramiko.SSHClient:
+        pkey = self._load_key()
+        client = paramiko.SSHClient()
+        try:
+            client.get_host_keys().load(str(self.known_hosts))
+        except OSError as exc:
+            raise HostKeyError(
+                self.host, f"cannot read known_hosts {self.known_hosts}: {exc.strerror or exc}"
+            ) from exc
+        client.set_missing_host_key_policy(_RejectUnknownHostKey(self.host, self.known_hosts))
+        sock = self._open_socket()
+        try:
+            client.connect(
+                self.address,
+                port=self.port,
+                username=self.user,
+                sock=sock,
+                pkey=pkey,
+                allow_agent=self.use_agent,
+                look_for_keys=False,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                channel_timeout=self.connect_timeout,
+            )
+        except BaseException as exc:
+            client.close()
+            sock.close()
+            raise self._connect_error(exc) from exc
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(self.keepalive_s)
+        self.connect_count += 1
+        return client
+
+    def _connect_error(self, exc: BaseException) -> BaseException:
+        """Translate what paramiko raised during connect into our typed host errors."""
+        if isinstance(exc, HostKeyError):
+            return exc
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return HostKeyError(
+                self.host,
+                f"host key CHANGED for {self.address}:{self.port}: {self.known_hosts} lists "
+                f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, the host offered "
+                f"{exc.key.get_name()} {exc.key.fingerprint}. Either the host was reinstalled or "
+                "someone is intercepting the connection; verify before updating known_hosts",
+            )
+        if isinstance(exc, paramiko.AuthenticationException) or (
+            isinstance(exc, paramiko.SSHException) and "authentication methods" in str(exc)
+        ):
+            return AuthenticationError(
+                self.host, f"{self.target} refused our credentials ({self._credentials()}): {exc}"
+            )
+        if isinstance(exc, paramiko.SSHException | EOFError | OSError):
+            return HostUnreachable(
+                self.host,
+                f"SSH handshake with {self.target} failed within {self.connect_timeout:g}s: "
+                f"{exc or type(exc).__name__}",
+            )
+        return exc
+
+    def _credentials(self) -> str:
+        parts = [f"key {self.key_file}"] if self.key_file is not None else []
+        if self.use_agent:
+            parts.append("ssh-agent")
+        return ", ".join(parts)
+
+    def _load_key(self) -> paramiko.PKey | None:
+        if self.key_file is None:
+            return None
+        if self._pkey is None:
+            try:
+                self._pkey = paramiko.PKey.from_path(self.key_file)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise AuthenticationError(
+                    self.host, f"cannot load key {self.key_file}: {exc}"
+                ) from exc
+        return self._pkey
+
+    def _open_socket(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.address, self.port), timeout=self.connect_timeout)
+        except ConnectionRefusedError as exc:
+            raise HostUnreachable(
+                self.host, f"connection refused by {self.address}:{self.port} (is sshd running?)"
+            ) from exc
+        except TimeoutError as exc:
+            raise HostUnreachable(
+                self.host,
+                f"no TCP answer from {self.address}:{self.port} within {self.connect_timeout:g}s",
+            ) from exc
+        except OSError as exc:
+            raise HostUnreachable(
+                self.host, f"cannot connect to {self.address}:{self.port}: {exc.strerror or exc}"
+            ) from exc
+        # Nagle + delayed ACK turn every small request/response into ~40 ms; SSH is all small.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return sock
+
+    # --- one command -----------------------------------------------------------------------
+
+    def _start(self, channel: paramiko.Channel, command: str, args: tuple[str, ...]) -> None:
+        """Send the exec request. paramiko waits for the answer without a timeout, so a
+        watchdog closes the connection if a frozen host never answers."""
+        transport = channel.get_transport()
+        fired = threading.Event()
+
+        def give_up() -> None:
+            fired.set()
+            transport.close()
+
+        watchdog = threading.Timer(self.connect_timeout, give_up)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            channel.exec_command(command)
+            channel.shutdown_write()  # stdin: EOF at once, so nothing waits for input
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._drop(transport)
+            why = (
+                f"did not answer within {self.connect_timeout:g}s"
+                if fired.is_set()
+                else f"dropped the connection ({exc or type(exc).__name__})"
+            )
+            raise HostUnreachable(
+                self.host, f"{self.target} {why} while starting `{describe(args)}`"
+            ) from exc
+        finally:
+            watchdog.cancel()
+
+    def _kill_remote(self, pid: int | None) -> str:
+        """SIGKILL the timed-out command's process group; returns what happened, for the error."""
+        if pid is None:
+            return "its process id was never reported, so the remote process could not be killed"
+        command = f"kill -s KILL -- -{pid} 2>/dev/null || kill -s KILL {pid}"
+        try:
+            transport = self._connection()
+            channel = transport.open_session(timeout=_KILL_TIMEOUT_S)
+            try:
+                channel.exec_command(command)
+                channel.shutdown_write()
+                answered = channel.status_event.wait(_KILL_TIMEOUT_S)
+                code = channel.exit_status if answered else None
+            finally:
+                channel.close()
+        except (HostUnreachable, HostKeyError, AuthenticationError) as exc:
+            return f"could not reconnect to kill remote process group {pid}: {exc}"
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.close()
+            return f"could not kill remote process group {pid}: {exc or type(exc).__name__}"
+        if code is None:
+            self.close()
+            return f"the host did not confirm killing remote process group {pid}"
+        if code != 0:
+            return f"remote process group {pid} was already gone"
+        return f"remote process group {pid} killed"
+
+    def _check_missing(self, args: tuple[str, ...], outcome: _Outcome, nonce: str) -> None:
+        marker = _missing_marker(nonce).encode()
+        stderr = outcome.stderr.getvalue()
+        if outcome.exit_code != 127 or marker not in stderr:
+            return
+        line = stderr[stderr.index(marker) :].split(b"\n", 1)[0]
+        path = line[len(marker) :].strip().decode("utf-8", errors="replace")
+        raise MissingBinary(self.host, f"{args[0]!r} not found (PATH={path})")
+
+
+def _pid_marker(nonce: str) -> str:
+    return f"__reconciler_pid_{nonce}__="
+
+
+def _missing_marker(nonce: str) -> str:
+    return f"__reconciler_missing_{nonce}__"
+
+
+def _collect(channel: paramiko.Channel, deadline: float, max_output: int, nonce: str) -> _Outcome:
+    """Read stdout/stderr into bounded buffers until the command's exit or the deadline."""
+    stdout, stderr = BoundedBuffer(max_output), BoundedBuffer(max_output)
+    splitter = _StdoutSplitter(_pid_marker(nonce).encode(), stdout)
+    timed_out = _pump(channel, splitter, stderr, deadline)
+    if not timed_out:
+        timed_out = not channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+        _drain(channel, splitter, stderr)
+    splitter.finish()
+    return _Outcome(stdout, stderr, splitter.pid, channel.exit_status, timed_out)
+
+
+def _pump(
+    channel: paramiko.Channel, out: _StdoutSplitter, err: BoundedBuffer, deadline: float
+) -> bool:
+    """Read until EOF (or exit plus linger); True when the deadline passed first."""
+    wakeup = channel.fileno()  # readable when stdout or stderr data (or EOF) arrived
+    exited_at: float | None = None
+    while not (channel.eof_received or channel.closed):
+        now = time.monotonic()
+        if now >= deadline:
+            return True
+        if exited_at is None and channel.exit_status_ready():
+            exited_at = now
+        if exited_at is not None and now - exited_at > _LINGER_S:
+            break  # a leftover child holds the output open: the command itself is done
+        select.select([wakeup], [], [], min(deadline - now, _POLL_S))
+        _drain(channel, out, err)
+    _drain(channel, out, err)
+    return False
+
+
+def _drain(channel: paramiko.Channel, out: _StdoutSplitter, err: BoundedBuffer) -> None:
+    while channel.recv_ready():
+        out.feed(channel.recv(_READ_CHUNK))
+    while channel.recv_stderr_ready():
+        err.feed(channel.recv_stderr(_READ_CHUNK))

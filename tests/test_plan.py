@@ -1,0 +1,202 @@
+"""`reconciler plan` on real git repositories: a bump, a revert, a plugin-only change."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from reconciler.cli import main
+from reconciler.lock import LockedPackage, build_lock
+from reconciler.planner import host_order, plan, step_weight
+from reconciler.spec import Fleet
+from tests.gitrepo import SpecRepo
+
+EXAMPLE = Path(__file__).parent.parent / "specs" / "example"
+
+
+def fleet_yaml(core: str = "2026.4.2", plugins: str = "2026.4.2", **changes: object) -> bytes:
+    text = (EXAMPLE / "fleet.yaml").read_text()
+    text = text.replace("version: 2026.4.2", f"version: {core}")
+    text = text.replace('": 2026.4.2', f'": {plugins}')
+    for old, new in changes.items():
+        text = text.replace(old.replace("_", " "), str(new))
+    return text.encode()
+
+
+def lock_bytes(data: bytes) -> bytes:
+    fleet = Fleet.model_validate(YAML(typ="safe").load(data))
+    packages = [
+        LockedPackage(name=name, version=version, integrity="sha512-AAAA")
+        for name, version in fleet.packages().items()
+    ]
+    return build_lock(fleet, packages).to_bytes()
+
+
+def spec_commit(repo: SpecRepo, data: bytes, message: str) -> str:
+    files = {"fleet.yaml": data, "openclaw.lock": lock_bytes(data)}
+    files["known_hosts"] = (EXAMPLE / "known_hosts").read_bytes()
+    return repo.commit(files, message)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> SpecRepo:
+    repo = SpecRepo(tmp_path / "spec")
+    spec_commit(repo, fleet_yaml(), "studio on 2026.4.2")
+    return repo
+
+
+def run_plan(
+    repo: SpecRepo, base: str, head: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict]:
+    code = main(["plan", "--repo", str(repo.path), "--base", base, "--head", head, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_bump_plans_every_host_in_role_order_with_each_weight_step(repo, capsys):
+    base = str(repo.repo.head.target)
+    head = spec_commit(repo, fleet_yaml("2026.4.3", "2026.4.3"), "bump to 2026.4.3")
+    code, out = run_plan(repo, base, head, capsys)
+    assert code == 3
+    p = out["plans"][0]
+    assert p["order"] == ["mac-1", "mac-2", "mac-3"]
+    assert {(c["subject"], c["before"], c["after"]) for c in p["changes"]} == {
+        ("openclaw", "2026.4.2", "2026.4.3"),
+        ("@openclaw/discord", "2026.4.2", "2026.4.3"),
+        ("@openclaw/matrix", "2026.4.2", "2026.4.3"),
+    }
+    ids = [s["id"] for s in p["steps"]]
+    assert ids[:9] == [
+        "mac-1/bookmark",
+        "mac-1/drain",
+        "mac-1/preflight",
+        "mac-1/install",
+        "mac-1/restart",
+        "mac-1/verify",
+        "mac-1/ramp-10",
+        "mac-1/ramp-50",
+        "mac-1/ramp-100",
+    ]
+    assert len(ids) == 27
+    install = next(s for s in p["steps"] if s["id"] == "mac-2/install")
+    assert [p["name"] for p in install["packages"]] == [
+        "openclaw",
+        "@openclaw/discord",
+        "@openclaw/matrix",
+    ]
+    ramp = next(s for s in p["steps"] if s["id"] == "mac-2/ramp-10")
+    assert ramp["weights"] == {"mac-2": 10, "mac-2-tenant-b": 5}
+    assert ramp["soakS"] == 300
+    assert p["headCommit"] == head and p["baseCommit"] == base
+
+
+def test_revert_of_the_bump_plans_the_way_back(repo, capsys):
+    spec_commit(repo, fleet_yaml("2026.4.3", "2026.4.3"), "bump to 2026.4.3")
+    bump = str(repo.repo.head.target)
+    revert = repo.revert(bump, f'Revert "bump to 2026.4.3"\n\nThis reverts commit {bump}.')
+    code, out = run_plan(repo, bump, revert, capsys)
+    assert code == 3
+    p = out["plans"][0]
+    core = next(c for c in p["changes"] if c["subject"] == "openclaw")
+    assert (core["before"], core["after"]) == ("2026.4.3", "2026.4.2")
+    assert any("downgrade" in w for w in p["warnings"])
+    assert [s["id"] for s in p["steps"]][0] == "mac-1/bookmark"
+
+
+def test_plugin_only_change_installs_but_keeps_the_core(repo, capsys):
+    base = str(repo.repo.head.target)
+    data = fleet_yaml().replace(b'"@openclaw/matrix": 2026.4.2', b'"@openclaw/matrix": 2026.4.3')
+    head = spec_commit(repo, data, "matrix 2026.4.3")
+    code, out = run_plan(repo, base, head, capsys)
+    assert code == 3
+    changes = out["plans"][0]["changes"]
+    assert [(c["kind"], c["subject"]) for c in changes] == [("plugin", "@openclaw/matrix")]
+
+
+def test_weight_only_change_ramps_without_installing(repo, capsys):
+    base = str(repo.repo.head.target)
+    data = fleet_yaml().replace(b"weight: 20", b"weight: 40")
+    head = spec_commit(repo, data, "witness takes more")
+    code, out = run_plan(repo, base, head, capsys)
+    assert code == 3
+    steps = out["plans"][0]["steps"]
+    assert [s["id"] for s in steps] == ["mac-3/ramp-100"]
+    assert steps[0]["weights"] == {"mac-3": 40}
+
+
+def test_no_change_exits_zero(repo, capsys):
+    head = str(repo.repo.head.target)
+    data = fleet_yaml().replace(b"# Three Mac minis", b"# Four Mac minis, one day")
+    comment_only = spec_commit(repo, data, "comment")
+    code, out = run_plan(repo, head, comment_only, capsys)
+    assert code == 0
+    assert out["plans"][0]["steps"] == []
+
+
+def test_invalid_head_exits_two_with_location(repo, capsys):
+    base = str(repo.repo.head.target)
+    bad = fleet_yaml("2026.4.3", "2026.4.3").replace(
+        b"user: openclaw\n    role: stable", b"user: 'x;y'\n    role: stable"
+    )
+    head = repo.commit({"fleet.yaml": bad}, "broken")
+    code, out = run_plan(repo, base, head, capsys)
+    assert code == 2
+    paths = {p["path"] for p in out["problems"]}
+    assert "$.hosts[1].user" in paths
+
+
+def test_plan_is_readable_as_plain_text_when_piped(repo):
+    base = str(repo.repo.head.target)
+    head = spec_commit(repo, fleet_yaml("2026.4.3", "2026.4.3"), "bump")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "plan",
+            "--repo",
+            str(repo.path),
+            "--base",
+            base,
+            "--head",
+            head,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("fleet studio: rolling, 27 steps")
+    assert any("core" in line and "2026.4.2 -> 2026.4.3" in line for line in lines)
+    assert "order: mac-1 -> mac-2 -> mac-3" in lines
+    assert any("mac-1" in line and "ramp" in line and "10%" in line for line in lines)
+    assert "\x1b[" not in proc.stdout
+
+
+def test_plan_identity_is_stable_and_follows_the_content():
+    fleet = Fleet.model_validate(YAML(typ="safe").load(fleet_yaml("2026.4.3", "2026.4.3")))
+    assert plan(fleet, None).sha256 == plan(fleet, None).sha256
+    other = fleet.model_copy(update={"name": "other"})
+    assert plan(other, None).sha256 != plan(fleet, None).sha256
+
+
+@pytest.mark.parametrize(
+    ("desired", "percent", "expected"),
+    [(100, 10, 10), (20, 10, 2), (5, 10, 1), (50, 0, 0), (0, 50, 0), (7, 50, 4)],
+)
+def test_step_weight(desired, percent, expected):
+    assert step_weight(desired, percent) == expected
+
+
+def test_explicit_order_beats_roles():
+    data = fleet_yaml() + b""
+    fleet = Fleet.model_validate(YAML(typ="safe").load(data))
+    reordered = fleet.model_copy(
+        update={"rollout": fleet.rollout.model_copy(update={"order": ["mac-3", "mac-1", "mac-2"]})}
+    )
+    assert [h.name for h in host_order(reordered)] == ["mac-3", "mac-1", "mac-2"]
