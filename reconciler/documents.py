@@ -132,6 +132,9 @@ class Bookmark(Model):
     skill_links: dict[str, str] = Field(
         default_factory=dict, description="symlink path -> target under ~/.openclaw/skills"
     )
+    hosts: dict[str, Installed] = Field(
+        default_factory=dict, description="host -> installed tree (several for all-at-once)"
+    )
 
 
 class HostStatus(Model):
@@ -144,12 +147,20 @@ class HostStatus(Model):
     message: str = ""
 
 
+class Invalid(Model):
+    """The newest spec commit that failed validation (nothing of it was applied)."""
+
+    commit: str
+    problems: list[str]
+
+
 class RolloutRecord(Model):
     """`rollout.json`: where the fleet's rollout stands."""
 
     fleet: Name
     phase: RolloutPhase
     spec_commit: str | None = None
+    base_commit: str | None = Field(None, description="the spec commit this rollout moves from")
     target: dict[str, str] = Field(default_factory=dict, description="package -> version")
     plan_sha256: str | None = None
     done_steps: list[str] = Field(default_factory=list, description="ids of finished plan steps")
@@ -157,6 +168,11 @@ class RolloutRecord(Model):
     current_step: str | None = None
     hosts: dict[str, HostStatus] = Field(default_factory=dict)
     failed_commits: list[str] = Field(default_factory=list)
+    golden_fingerprint: str | None = Field(
+        None, description="fingerprint of the first host upgraded in this rollout"
+    )
+    soak_until: str | None = Field(None, description="RFC 3339 end of the current soak")
+    invalid: Invalid | None = None
     message: str = ""
     updated_at: str
 
@@ -169,3 +185,12 @@ class Freeze(Model):
     host: str | None = None
     spec_commit: str | None = None
     created_at: str
+
+
+class Lease(Model):
+    """`lease.json`: which reconciler instance may act on the fleet, until when."""
+
+    fleet: Name
+    holder: str
+    acquired_at: str
+    expires_at: str

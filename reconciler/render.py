@@ -52,7 +52,7 @@ def _step_detail(step: Any) -> str:
 
 
 def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, str]]:
-    rows = []
+    rows: list[tuple[str, str, str, str, str]] = []
     for i, step in enumerate(plan.steps, 1):
         soak = _duration(step.soak_s) if step.soak_s else ""
         hosts = ",".join(step.hosts)

@@ -1,0 +1,644 @@
+"""The reconcile pass: observe -> plan -> act one step -> record -> requeue.
+
+This is the only module that joins the pure planner with I/O. Like a controller-runtime
+reconciler, a pass reads everything fresh (the spec branch, the status branch, the hosts it is
+about to touch), does at most one step, records it as one status commit, and says when it wants
+to run again. Progress lives on the status branch, never in memory, so a reconciler killed at
+any point resumes from the branch and repeats at most one idempotent step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from reconciler import lease as leases
+from reconciler import planner, source, windows
+from reconciler.documents import Freeze, HostStatus, Invalid, Readiness, RolloutRecord
+from reconciler.errors import PermanentError, SpecError
+from reconciler.gates import matches_lock, ramp_refusals
+from reconciler.gitstore import GitStore, StatusRewritten
+from reconciler.lb import LoadBalancer
+from reconciler.notify import Event, EventKind, Notifier
+from reconciler.planner import Plan, Step
+from reconciler.spec import Fleet, Host
+from reconciler.status import FleetStatus, Transition, read_status, write
+from reconciler.steps import Executor, HostAgent, Outcome
+from reconciler.validate import LoadedSpec, load
+
+log = logging.getLogger(__name__)
+PRE_RAMP = ("bookmark", "drain", "preflight", "install", "restart", "verify")
+SETTLED = ("Complete", "Failed", "Invalid", "Idle")
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass did and when it wants to run again (None: only on a new commit)."""
+
+    phase: str
+    message: str
+    requeue_after: float | None
+    acted: bool = False
+    commit: str | None = None
+
+
+class Failpoints:
+    """Named crash points (`RECONCILER_FAILPOINTS=mac-2/install:after,...`), like etcd's gofail.
+
+    Used by the crash-safety tests to SIGKILL the process at an exact phase boundary.
+    """
+
+    def __init__(self, spec: str = "") -> None:
+        self.points = {p.strip() for p in spec.split(",") if p.strip()}
+
+    @classmethod
+    def from_env(cls) -> Failpoints:
+        return cls(os.environ.get("RECONCILER_FAILPOINTS", ""))
+
+    def hit(self, name: str) -> None:
+        if name in self.points:
+            log.warning("failpoint %s: killing myself", name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Engine:
+    """Reconciles one fleet of one spec repository."""
+
+    store: GitStore
+    fleet_name: str
+    agent_for: Callable[[LoadedSpec], HostAgent]
+    lb_for: Callable[[Fleet], LoadBalancer]
+    notifier: Notifier
+    instance: str
+    lease_s: float = 120.0
+    poll_s: float = 1.0
+    clock: Callable[[], datetime] = utcnow
+    failpoints: Failpoints = field(default_factory=Failpoints.from_env)
+
+    # --- the pass ------------------------------------------------------------------------
+
+    def reconcile(self) -> PassResult:
+        self.store.fetch()
+        status = read_status(self.store, self.fleet_name)
+        self._check_history(status)
+        head = self.store.spec_head()
+        if head is None:
+            return PassResult("Idle", f"branch {self.store.branch} not found", None)
+        head_id = str(head.id)
+        spec, problems = self._load(head_id)
+        record = status.rollout
+        if spec is None:
+            return self._invalid(status, head_id, problems)
+        if record is None or record.spec_commit != head_id:
+            if record is not None and head_id in record.failed_commits:
+                return PassResult(
+                    "Failed", f"{head_id[:12]} failed before; waiting for a new commit", None
+                )
+            return self._start(status, spec, head_id)
+        return self._continue(status, spec, record)
+
+    def _check_history(self, status: FleetStatus) -> None:
+        """Refuse to act on a status branch that was rewritten (force-pushed) under us."""
+        seen = self.store.repo.references.get(f"refs/reconciler/seen/{self.store.status_branch}")
+        if status.commit is None or seen is None:
+            if status.commit is not None:
+                self._remember(str(status.commit.id))
+            return
+        if not self.store.is_ancestor(str(seen.target), str(status.commit.id)):
+            raise StatusRewritten(
+                f"status branch {self.store.status_branch} was rewritten: {str(seen.target)[:12]} "
+                f"is no longer an ancestor of {str(status.commit.id)[:12]}; refusing to act. "
+                "Restore the branch or delete the cache to accept the new history."
+            )
+        self._remember(str(status.commit.id))
+
+    def _remember(self, commit: str) -> None:
+        name = f"refs/reconciler/seen/{self.store.status_branch}"
+        self.store.repo.references.create(name, commit, force=True)
+
+    def _load(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
+        _, files = source.read_commit(self.store.repo, commit)
+        problems: list[str] = []
+        for f in files:
+            try:
+                spec = load(f)
+            except SpecError as exc:
+                problems += [p.render() for p in exc.problems]
+                continue
+            if spec.fleet.name == self.fleet_name:
+                return spec, []
+        return None, problems or [f"no fleet named {self.fleet_name!r} at {commit[:12]}"]
+
+    def _now(self) -> str:
+        return leases.stamp(self.clock())
+
+    # --- transitions ---------------------------------------------------------------------
+
+    def _write(
+        self, status: FleetStatus, t: Transition, record: RolloutRecord | None
+    ) -> str | None:
+        if record is not None:
+            t.put("rollout.json", record.model_copy(update={"updated_at": self._now()}))
+        return write(self.store, status, t)
+
+    def _invalid(self, status: FleetStatus, head: str, problems: list[str]) -> PassResult:
+        record = status.rollout
+        if record is not None and record.invalid is not None and record.invalid.commit == head:
+            return PassResult("Invalid", f"{head[:12]} is invalid; last good state stays", None)
+        base = record or RolloutRecord(
+            fleet=self.fleet_name, phase="Invalid", updated_at=self._now()
+        )
+        phase = base.phase if base.phase not in ("Idle", "Complete") else "Invalid"
+        new = base.model_copy(
+            update={"invalid": Invalid(commit=head, problems=problems[:50]), "phase": phase}
+        )
+        t = Transition(
+            self.fleet_name,
+            f"spec {head[:12]} is invalid ({len(problems)} problems); nothing applied",
+            spec_commit=head,
+            phase=phase,
+        )
+        commit = self._write(status, t, new)
+        self._event(
+            "failure",
+            f"spec {head[:12]} is invalid: {problems[0] if problems else ''}",
+            spec_commit=head,
+            status_commit=commit,
+        )
+        return PassResult(phase, t.subject, None, commit=commit)
+
+    def _start(self, status: FleetStatus, spec: LoadedSpec, head: str) -> PassResult:
+        old = status.rollout
+        base = self._fleet_at(old.spec_commit) if old and old.spec_commit else None
+        plan = self._plan(spec, head, base, old.spec_commit if old else None)
+        record = RolloutRecord(
+            fleet=self.fleet_name,
+            phase="Progressing" if plan.steps else "Complete",
+            spec_commit=head,
+            base_commit=old.spec_commit if old else None,
+            target=plan.target,
+            plan_sha256=plan.sha256,
+            current_step=plan.steps[0].id if plan.steps else None,
+            hosts={h: HostStatus() for h in plan.order},
+            failed_commits=old.failed_commits if old else [],
+            message=f"{len(plan.steps)} steps",
+            updated_at=self._now(),
+        )
+        t = Transition(
+            self.fleet_name,
+            f"rollout {head[:12]} started: {_summary(plan)}",
+            spec_commit=head,
+            phase=record.phase,
+        )
+        if (
+            status.freeze is not None
+            and status.freeze.spec_commit
+            and status.freeze.spec_commit != head
+        ):
+            t.put("freeze.json", None)
+            t.subject += " (freeze of the failed commit lifted)"
+        commit = self._write(status, t, record)
+        return PassResult(record.phase, t.subject, 0.0, acted=True, commit=commit)
+
+    def _fleet_at(self, commit: str) -> Fleet | None:
+        spec, _ = self._load(commit)
+        return spec.fleet if spec else None
+
+    def _plan(
+        self, spec: LoadedSpec, head: str, base: Fleet | None, base_commit: str | None
+    ) -> Plan:
+        return planner.plan(
+            spec.fleet, spec.lock, base=base, base_commit=base_commit, head_commit=head
+        )
+
+    # --- progressing ---------------------------------------------------------------------
+
+    def _continue(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
+        if record.phase == "Failed":
+            failed = [h for h, s in record.hosts.items() if s.phase == "Failed"]
+            if failed:
+                return self._restore(status, spec, record, failed[0])
+            return PassResult("Failed", record.message, None)
+        if record.phase in SETTLED:
+            return self._steady(status, spec, record)
+        now = self.clock()
+        if status.freeze is not None:
+            return self._hold(
+                status, record, "Frozen", f"frozen: {status.freeze.reason}", self.poll_s * 10
+            )
+        if not windows.is_open(spec.fleet.windows, now):
+            opens = windows.next_open(spec.fleet.windows, now)
+            wait = (opens - now).total_seconds() if opens else 3600.0
+            when = opens.isoformat() if opens else "not within 8 days"
+            return self._hold(
+                status, record, "Paused", f"outside maintenance windows; next opens {when}", wait
+            )
+        if leases.held_by_other(status.lease, self.instance, now):
+            assert status.lease is not None
+            wait = (leases.parse_time(status.lease.expires_at) - now).total_seconds()
+            return PassResult(
+                record.phase, f"standing by: {status.lease.holder} holds the lease", max(wait, 0.1)
+            )
+        base = self._fleet_at(record.base_commit) if record.base_commit else None
+        plan = self._plan(spec, record.spec_commit or "", base, record.base_commit)
+        if plan.sha256 != record.plan_sha256:
+            raise PermanentError(
+                f"plan of {record.spec_commit} changed under the rollout ({plan.sha256[:12]} != {record.plan_sha256})"
+            )
+        step = next((s for s in plan.steps if s.id not in record.done_steps), None)
+        if step is None:
+            return self._complete(status, spec, record)
+        if leases.needs_renewal(status.lease, self.instance, now, self.lease_s + step.timeout_s):
+            return self._renew_lease(status, record, step)
+        return self._step(status, spec, record, plan, step)
+
+    def _hold(
+        self, status: FleetStatus, record: RolloutRecord, phase: str, message: str, wait: float
+    ) -> PassResult:
+        if record.phase == phase and record.message == message:
+            return PassResult(phase, message, wait)
+        t = Transition(self.fleet_name, message, spec_commit=record.spec_commit, phase=phase)
+        commit = self._write(
+            status, t, record.model_copy(update={"phase": phase, "message": message})
+        )
+        return PassResult(phase, message, wait, commit=commit)
+
+    def _renew_lease(self, status: FleetStatus, record: RolloutRecord, step: Step) -> PassResult:
+        now = self.clock()
+        lease = leases.renewed(
+            status.lease, self.fleet_name, self.instance, now, self.lease_s + step.timeout_s
+        )
+        taken = status.lease is None or status.lease.holder != self.instance
+        subject = (
+            f"lease {'taken' if taken else 'renewed'} by {self.instance} until {lease.expires_at}"
+        )
+        t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase=record.phase)
+        t.put("lease.json", lease)
+        commit = write(self.store, status, t, force=True)
+        return PassResult(record.phase, subject, 0.0, acted=True, commit=commit)
+
+    def _executor(self, spec: LoadedSpec, record: RolloutRecord) -> Executor:
+        return Executor(
+            fleet=spec.fleet,
+            lock=spec.lock,
+            spec_commit=record.spec_commit or "",
+            agent=self.agent_for(spec),
+            lb=self.lb_for(spec.fleet),
+            now=self._now,
+            poll_s=self.poll_s,
+        )
+
+    def _step(
+        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
+    ) -> PassResult:
+        ex = self._executor(spec, record)
+        if step.action in PRE_RAMP and _untouched(record, plan, step):
+            skipped = self._skip_if_converged(status, spec, record, plan, step, ex)
+            if skipped is not None:
+                return skipped
+        if step.action == "ramp":
+            held = self._gate_or_soak(status, spec, record, plan, step, ex)
+            if held is not None:
+                return held
+        self.failpoints.hit(f"{step.id}:before")
+        outcome = ex.run(step, seq=status.next_seq)
+        self.failpoints.hit(f"{step.id}:after")
+        if outcome.red is not None:
+            return self._fail(status, spec, record, step, outcome)
+        return self._record_step(status, spec, record, plan, step, outcome)
+
+    def _record_step(
+        self,
+        status: FleetStatus,
+        spec: LoadedSpec,
+        record: RolloutRecord,
+        plan: Plan,
+        step: Step,
+        outcome: Outcome,
+    ) -> PassResult:
+        soaking = step.action == "ramp" and step.soak_s > 0
+        done = record.done_steps if soaking else [*record.done_steps, step.id]
+        following = next((s.id for s in plan.steps if s.id not in done), None)
+        hosts = _with_phase(record.hosts, step.hosts, outcome.host_phase, step.percent)
+        update: dict[str, object] = {
+            "done_steps": done,
+            "current_step": following,
+            "hosts": hosts,
+            "phase": "Progressing",
+            "message": outcome.subject,
+        }
+        if soaking:
+            until = self.clock() + timedelta(seconds=step.soak_s)
+            update |= {"current_step": step.id, "soak_until": leases.stamp(until)}
+            subject = f"{outcome.subject}, soaking {step.soak_s:.0f}s"
+        else:
+            subject = outcome.subject
+        if step.action == "verify" and record.golden_fingerprint is None and outcome.readiness:
+            update["golden_fingerprint"] = next(iter(outcome.readiness.values())).fingerprint
+        t = self._transition(subject, record, step, outcome)
+        commit = self._write(status, t, record.model_copy(update=update))
+        self.failpoints.hit(f"{step.id}:recorded")
+        return PassResult(
+            "Progressing", subject, step.soak_s if soaking else 0.0, acted=True, commit=commit
+        )
+
+    def _transition(
+        self, subject: str, record: RolloutRecord, step: Step, outcome: Outcome
+    ) -> Transition:
+        t = Transition(
+            self.fleet_name,
+            subject,
+            spec_commit=record.spec_commit,
+            node=",".join(step.hosts),
+            phase=outcome.host_phase or record.phase,
+        )
+        for doc in outcome.readiness.values():
+            t.readiness(doc)
+        if outcome.bookmark is not None:
+            t.bookmark(outcome.bookmark)
+        return t
+
+    def _gate_or_soak(
+        self,
+        status: FleetStatus,
+        spec: LoadedSpec,
+        record: RolloutRecord,
+        plan: Plan,
+        step: Step,
+        ex: Executor,
+    ) -> PassResult | None:
+        if record.current_step == step.id and record.soak_until:
+            left = (leases.parse_time(record.soak_until) - self.clock()).total_seconds()
+            if left > 0:
+                return PassResult("Progressing", f"{step.id}: soaking, {left:.0f}s left", left)
+            done = [*record.done_steps, step.id]
+            following = next((s.id for s in plan.steps if s.id not in done), None)
+            update = {"done_steps": done, "soak_until": None}
+            subject = f"{step.hosts[0]}: soak at {step.percent}% passed"
+            t = Transition(
+                self.fleet_name,
+                subject,
+                spec_commit=record.spec_commit,
+                node=step.hosts[0],
+                phase="Ramping",
+            )
+            commit = self._write(
+                status, t, record.model_copy(update={**update, "current_step": following})
+            )
+            return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
+        return self._gates(status, spec, record, plan, step, ex)
+
+    def _gates(
+        self,
+        status: FleetStatus,
+        spec: LoadedSpec,
+        record: RolloutRecord,
+        plan: Plan,
+        step: Step,
+        ex: Executor,
+    ) -> PassResult | None:
+        upgraded = _upgraded(record, plan)
+        weights = ex.lb.weights()
+        nodes = dict(status.nodes)
+        for name in {*upgraded, *step.hosts}:
+            nodes[name] = ex.agent.observe(spec.fleet.host(name), lb_weights=weights)
+        golden = _golden(record, plan, nodes, status.nodes)
+        refusals = [
+            r
+            for h in step.hosts
+            for r in ramp_refusals(
+                h, nodes, upgraded=upgraded, golden=golden, lock=spec.lock, freeze=status.freeze
+            )
+        ]
+        if not refusals:
+            return None
+        message = f"{step.id}: weight held: " + "; ".join(refusals)
+        if record.phase == "Paused" and record.message == message:
+            return PassResult("Paused", message, self.poll_s * 10)
+        t = Transition(
+            self.fleet_name,
+            message[:200],
+            spec_commit=record.spec_commit,
+            node=step.hosts[0],
+            phase="Paused",
+        )
+        for name in {*upgraded, *step.hosts}:
+            t.readiness(nodes[name])
+        commit = self._write(
+            status, t, record.model_copy(update={"phase": "Paused", "message": message})
+        )
+        self._event(
+            "gate",
+            message,
+            host=step.hosts[0],
+            spec_commit=record.spec_commit,
+            status_commit=commit,
+        )
+        return PassResult("Paused", message, self.poll_s * 10, commit=commit)
+
+    def _skip_if_converged(
+        self,
+        status: FleetStatus,
+        spec: LoadedSpec,
+        record: RolloutRecord,
+        plan: Plan,
+        step: Step,
+        ex: Executor,
+    ) -> PassResult | None:
+        if len(step.hosts) != 1:
+            return None
+        host = spec.fleet.host(step.hosts[0])
+        doc = ex.agent.observe(host, lb_weights=ex.lb.weights())
+        if not (doc.green and not matches_lock(doc, spec.lock) and spec.lock is not None):
+            return None
+        mine = [s for s in plan.steps if s.hosts == step.hosts]
+        ramps = [s for s in mine if s.action == "ramp"]
+        skip = [s.id for s in mine if s.action in PRE_RAMP] + [s.id for s in ramps[:-1]]
+        done = [*record.done_steps, *[s for s in skip if s not in record.done_steps]]
+        following = next((s.id for s in plan.steps if s.id not in done), None)
+        subject = (
+            f"{host.name}: already on openclaw {doc.installed.core} and green; nothing to install"
+        )
+        hosts = _with_phase(record.hosts, [host.name], "Verified", None)
+        t = Transition(
+            self.fleet_name,
+            subject,
+            spec_commit=record.spec_commit,
+            node=host.name,
+            phase="Verified",
+        )
+        t.readiness(doc)
+        update = {"done_steps": done, "current_step": following, "hosts": hosts, "message": subject}
+        if record.golden_fingerprint is None:
+            update["golden_fingerprint"] = doc.fingerprint
+        commit = self._write(status, t, record.model_copy(update=update))
+        return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
+
+    def _complete(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
+        target = record.target.get("openclaw", "?")
+        subject = f"rollout {str(record.spec_commit)[:12]} complete: fleet on openclaw {target}"
+        t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase="Complete")
+        t.put("lease.json", None)
+        commit = self._write(
+            status,
+            t,
+            record.model_copy(
+                update={"phase": "Complete", "current_step": None, "message": subject}
+            ),
+        )
+        self._event(
+            "success",
+            subject,
+            versions=record.target,
+            spec_commit=record.spec_commit,
+            status_commit=commit,
+        )
+        return PassResult("Complete", subject, None, acted=True, commit=commit)
+
+    # --- failure and restore -------------------------------------------------------------
+
+    def _fail(
+        self,
+        status: FleetStatus,
+        spec: LoadedSpec,
+        record: RolloutRecord,
+        step: Step,
+        outcome: Outcome,
+    ) -> PassResult:
+        reason = outcome.red or "red"
+        hosts = _with_phase(record.hosts, step.hosts, "Failed", None)
+        message = f"{outcome.subject}: {reason}"
+        freeze = Freeze(
+            fleet=self.fleet_name,
+            reason=message[:500],
+            host=step.hosts[0],
+            spec_commit=record.spec_commit,
+            created_at=self._now(),
+        )
+        failed = [*record.failed_commits, record.spec_commit or ""]
+        t = self._transition(
+            f"{outcome.subject}; restoring from bookmark, fleet frozen", record, step, outcome
+        )
+        t.phase = "Failed"
+        t.put("freeze.json", freeze)
+        update = {"phase": "Failed", "hosts": hosts, "message": message, "failed_commits": failed}
+        commit = self._write(status, t, record.model_copy(update=update))
+        first = next(
+            (
+                f"{f.check_id} ({f.severity}): {f.message}"
+                for d in outcome.readiness.values()
+                for p in d.profiles
+                for f in (*p.post_upgrade, *p.doctor)
+                if f.severity == "error"
+            ),
+            reason,
+        )
+        self._event(
+            "failure",
+            message,
+            host=step.hosts[0],
+            phase="Failed",
+            finding=first,
+            versions=record.target,
+            spec_commit=record.spec_commit,
+            status_commit=commit,
+        )
+        return PassResult("Failed", message, 0.0, acted=True, commit=commit)
+
+    def _restore(
+        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, host_name: str
+    ) -> PassResult:
+        bookmark = status.bookmark_for(self.store, host_name, record.spec_commit or "")
+        bookmark = bookmark or status.bookmark_for(self.store, "fleet", record.spec_commit or "")
+        if bookmark is None:
+            raise PermanentError(
+                f"{host_name}: no bookmark for {record.spec_commit}; cannot restore safely"
+            )
+        ex = self._executor(spec, record)
+        host = spec.fleet.host(host_name)
+        outcome = ex.restore(host, bookmark)
+        hosts = _with_phase(record.hosts, [host_name], "RolledBack", None)
+        t = Transition(
+            self.fleet_name,
+            outcome.subject,
+            spec_commit=record.spec_commit,
+            node=host_name,
+            phase="RolledBack",
+        )
+        for doc in outcome.readiness.values():
+            t.readiness(doc)
+        commit = self._write(
+            status, t, record.model_copy(update={"hosts": hosts, "message": outcome.subject})
+        )
+        return PassResult("Failed", outcome.subject, 0.0, acted=True, commit=commit)
+
+    # --- steady state --------------------------------------------------------------------
+
+    def _steady(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
+        return PassResult(record.phase, record.message, None)
+
+    def _event(self, kind: EventKind, message: str, **fields: object) -> None:
+        try:
+            self.notifier.notify(
+                Event(kind=kind, fleet=self.fleet_name, message=message, at=self._now(), **fields)
+            )
+        except Exception:  # a broadcast must never break the pass
+            log.exception("notify failed")
+
+
+def _summary(plan: Plan) -> str:
+    changes = ", ".join(
+        f"{c.subject} {c.before or '-'} -> {c.after or '-'}" for c in plan.changes[:4]
+    )
+    return f"{changes or 'no changes'} ({len(plan.steps)} steps)"
+
+
+def _untouched(record: RolloutRecord, plan: Plan, step: Step) -> bool:
+    return not any(s.id in record.done_steps for s in plan.steps if s.hosts == step.hosts)
+
+
+def _upgraded(record: RolloutRecord, plan: Plan) -> list[str]:
+    return [
+        h for s in plan.steps if s.action == "verify" and s.id in record.done_steps for h in s.hosts
+    ]
+
+
+def _golden(record: RolloutRecord, plan: Plan, *views: Mapping[str, Readiness]) -> Readiness | None:
+    """The readiness that carries the golden fingerprint: fresh if a host still has it, else as
+    recorded when the first host of this rollout was verified."""
+    if record.golden_fingerprint is None:
+        return None
+    for nodes in views:
+        for name in plan.order:
+            doc = nodes.get(name)
+            if doc is not None and doc.fingerprint == record.golden_fingerprint:
+                return doc
+    return None
+
+
+def _with_phase(
+    hosts: Mapping[str, HostStatus], names: list[str], phase: str | None, percent: int | None
+) -> dict[str, HostStatus]:
+    out = dict(hosts)
+    for name in names:
+        current = out.get(name, HostStatus())
+        update: dict[str, object] = {}
+        if phase:
+            update["phase"] = phase
+        if percent is not None:
+            update["weight_percent"] = percent
+        out[name] = current.model_copy(update=update)
+    return out
+
+
+def host_of(fleet: Fleet, name: str) -> Host:
+    return fleet.host(name)

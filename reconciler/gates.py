@@ -1,0 +1,88 @@
+"""Gates: may traffic widen now? Pure checks over observed readiness, each with a reason.
+
+The runbook's stop rules, made explicit: never widen while the host is red, while any upgraded
+peer's fingerprint differs from the golden one (the first host upgraded in this rollout), while
+the installed tree differs from the lock, or while the fleet is frozen. A refusal names the
+hosts and the fields that disagree, so the operator knows where to look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from reconciler.documents import Freeze, Readiness
+from reconciler.lock import Lock
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"plugins": {"a": "1"}} -> {"plugins.a": "1"}, so differences can be named by field."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def differing_fields(a: Readiness, b: Readiness) -> list[str]:
+    """The fingerprint inputs on which two hosts disagree, as `field: a-value vs b-value`."""
+    fa, fb = flatten(getattr(a, "basis", {}) or {}), flatten(getattr(b, "basis", {}) or {})
+    return [
+        f"{key}: {fa.get(key)!r} vs {fb.get(key)!r}"
+        for key in sorted(set(fa) | set(fb))
+        if fa.get(key) != fb.get(key)
+    ]
+
+
+def disagreements(
+    nodes: Mapping[str, Readiness], hosts: Iterable[str], golden: Readiness | None
+) -> dict[str, list[str]]:
+    """Hosts among `hosts` whose fingerprint differs from the golden one, with the fields."""
+    if golden is None:
+        return {}
+    out = {}
+    for host in hosts:
+        doc = nodes.get(host)
+        if doc is not None and doc.fingerprint != golden.fingerprint:
+            out[host] = differing_fields(golden, doc) or ["fingerprint"]
+    return out
+
+
+def matches_lock(doc: Readiness, lock: Lock | None) -> list[str]:
+    """Differences between a host's installed tree and the lock."""
+    if lock is None:
+        return []
+    installed = {"openclaw": doc.installed.core, **doc.installed.plugins}
+    wrong = [
+        f"{p.name} {installed.get(p.name) or 'missing'} (lock {p.version})"
+        for p in lock.packages
+        if installed.get(p.name) != p.version
+    ]
+    wrong += [f"second copy of openclaw at {d}" for d in doc.installed.duplicates]
+    return wrong
+
+
+def ramp_refusals(
+    host: str,
+    nodes: Mapping[str, Readiness],
+    *,
+    upgraded: Iterable[str],
+    golden: Readiness | None,
+    lock: Lock | None,
+    freeze: Freeze | None,
+) -> list[str]:
+    """Every reason not to raise `host`'s weight now; empty means go."""
+    refusals = []
+    if freeze is not None:
+        refusals.append(f"fleet frozen: {freeze.reason}")
+    doc = nodes.get(host)
+    if doc is None:
+        return [*refusals, f"{host}: no readiness observed"]
+    if not doc.green:
+        refusals.append(f"{host} is not green: {'; '.join(doc.reasons) or 'red'}")
+    refusals += [f"{host}: {w}" for w in matches_lock(doc, lock)]
+    for peer, fields in disagreements(nodes, [*upgraded, host], golden).items():
+        who = golden.host if golden is not None else "golden"
+        refusals.append(f"{peer} disagrees with {who} (golden): {', '.join(fields)}")
+    return refusals

@@ -1,0 +1,210 @@
+"""The spec repo and its status branch, read and written with pygit2 and no working tree.
+
+The reconciler keeps a bare mirror of the spec remote in its cache directory. It reads the
+watched branch (desired state) and the status branch (observed state) from there, and writes
+status commits straight into the object database. A write is a compare-and-swap on the remote
+ref: the push is refused unless the remote still points at the parent we built on (checked in
+libgit2's push negotiation, before any object is sent), so two writers can never overwrite
+each other. The loser refetches and redoes its step: it never force-pushes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from reconciler.errors import PermanentError, TemporaryError
+
+STATUS_BRANCH = "reconciler/status"
+_ZERO = "0" * 40
+
+
+class StatusConflict(TemporaryError):
+    """Someone else moved the status branch first: refetch and redo the step."""
+
+
+class RemoteUnavailable(TemporaryError):
+    """The git remote could not be reached."""
+
+
+class StatusRewritten(PermanentError):
+    """The status branch was rewritten (force-pushed) under us: refuse to act."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str = "openclaw-reconciler"
+    email: str = "reconciler@localhost"
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    """Host-key checking, credentials, and the compare-and-swap guard for pushes."""
+
+    def __init__(
+        self,
+        *,
+        expect: Mapping[str, str] | None = None,
+        keypair: pygit2.Keypair | None = None,
+        known_hosts_ok: Any = None,
+    ) -> None:
+        super().__init__(credentials=keypair)
+        self.expect = dict(expect or {})
+        self.known_hosts_ok = known_hosts_ok
+        self.rejected: list[str] = []
+
+    def certificate_check(self, certificate: Any, valid: bool, host: bytes | str) -> bool:
+        # libgit2 accepts any SSH host key unless told otherwise: `valid` is its own check
+        # against known_hosts, and a caller may add a stricter one.
+        if self.known_hosts_ok is not None:
+            return bool(self.known_hosts_ok(certificate, host))
+        if not valid:
+            raise pygit2.GitError(f"host key of {host!r} is not in known_hosts")
+        return True
+
+    def push_negotiation(self, updates: list[Any]) -> None:
+        for update in updates:
+            want = self.expect.get(update.dst_refname)
+            if want is not None and str(update.src) != want:
+                self.rejected.append(f"{update.dst_refname} is at {update.src}, expected {want}")
+                raise pygit2.GitError("compare-and-swap failed")
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.rejected.append(f"{refname}: {message}")
+
+
+class GitStore:
+    """A bare mirror of one spec remote: read desired and observed state, write status."""
+
+    def __init__(
+        self,
+        remote_url: str,
+        cache_dir: Path,
+        *,
+        branch: str = "main",
+        status_branch: str = STATUS_BRANCH,
+        identity: Identity | None = None,
+        keypair: pygit2.Keypair | None = None,
+    ) -> None:
+        self.remote_url = remote_url
+        self.branch = branch
+        self.status_branch = status_branch
+        self.identity = identity or Identity()
+        self.keypair = keypair
+        self._lock = threading.Lock()
+        self.repo = self._open(cache_dir)
+
+    def _open(self, cache_dir: Path) -> pygit2.Repository:
+        if (cache_dir / "HEAD").exists():
+            repo = pygit2.Repository(str(cache_dir))
+        else:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            repo = pygit2.init_repository(str(cache_dir), bare=True)
+        if "origin" not in [r.name for r in repo.remotes]:
+            repo.remotes.create("origin", self.remote_url)
+        elif repo.remotes["origin"].url != self.remote_url:
+            repo.remotes.set_url("origin", self.remote_url)
+        return repo
+
+    # --- reading -------------------------------------------------------------------------
+
+    def fetch(self) -> None:
+        """Bring the watched branch and the status branch up to date from the remote."""
+        specs = [
+            f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}",
+            f"+refs/heads/{self.status_branch}:refs/remotes/origin/{self.status_branch}",
+        ]
+        try:
+            with self._lock:
+                self.repo.remotes["origin"].fetch(specs, callbacks=_Callbacks(keypair=self.keypair))
+        except pygit2.GitError as exc:
+            raise RemoteUnavailable(f"fetch from {self.remote_url} failed: {exc}") from None
+
+    def _ref(self, name: str) -> pygit2.Commit | None:
+        ref = self.repo.references.get(f"refs/remotes/origin/{name}")
+        if ref is None:
+            return None
+        commit = self.repo.get(ref.target)
+        return commit if isinstance(commit, pygit2.Commit) else None
+
+    def spec_head(self) -> pygit2.Commit | None:
+        return self._ref(self.branch)
+
+    def status_head(self) -> pygit2.Commit | None:
+        return self._ref(self.status_branch)
+
+    def read(self, commit: pygit2.Commit | None, path: str) -> bytes | None:
+        if commit is None:
+            return None
+        try:
+            obj = commit.tree / path
+        except KeyError:
+            return None
+        return obj.data if isinstance(obj, pygit2.Blob) else None
+
+    def list_dir(self, commit: pygit2.Commit | None, path: str) -> list[str]:
+        if commit is None:
+            return []
+        try:
+            tree = commit.tree / path
+        except KeyError:
+            return []
+        return sorted(e.name or "" for e in tree) if isinstance(tree, pygit2.Tree) else []
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        return older == newer or bool(self.repo.descendant_of(newer, older))
+
+    # --- writing -------------------------------------------------------------------------
+
+    def commit_status(
+        self, parent: pygit2.Commit | None, changes: Mapping[str, bytes | None], message: str
+    ) -> str | None:
+        """Commit `changes` (path -> bytes, or None to delete) over `parent` and push with CAS.
+
+        Returns the new commit id, or None when the tree would not change (nothing new).
+        """
+        index = pygit2.Index()
+        if parent is not None:
+            index.read_tree(parent.tree)
+        for path, data in changes.items():
+            if data is None:
+                if path in index:
+                    index.remove(path)
+            else:
+                blob = self.repo.create_blob(data)
+                index.add(pygit2.IndexEntry(path, blob, pygit2.enums.FileMode.BLOB))
+        tree = index.write_tree(self.repo)
+        if parent is not None and tree == parent.tree.id:
+            return None
+        sig = pygit2.Signature(self.identity.name, self.identity.email)
+        parents = [parent.id] if parent is not None else []
+        oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
+        self._push(oid, parent)
+        return str(oid)
+
+    def _push(self, oid: pygit2.Oid, parent: pygit2.Commit | None) -> None:
+        local = f"refs/heads/{self.status_branch}"
+        self.repo.references.create(local, oid, force=True)
+        expect = {local: str(parent.id) if parent is not None else _ZERO}
+        callbacks = _Callbacks(expect=expect, keypair=self.keypair)
+        try:
+            with self._lock:
+                self.repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
+        except pygit2.GitError as exc:
+            if (
+                callbacks.rejected
+                or "non-fast-forward" in str(exc)
+                or "compare-and-swap" in str(exc)
+            ):
+                raise StatusConflict(
+                    f"status branch moved: {'; '.join(callbacks.rejected) or exc}", delay=0.0
+                ) from None
+            raise RemoteUnavailable(f"push to {self.remote_url} failed: {exc}") from None
+        if callbacks.rejected:
+            raise StatusConflict("; ".join(callbacks.rejected), delay=0.0)
+        self.repo.references.create(f"refs/remotes/origin/{self.status_branch}", oid, force=True)

@@ -1,0 +1,102 @@
+"""Load balancer drivers: where traffic weights live.
+
+One small interface (read weights, set a weight, read per-server counters) with a driver per
+kind of load balancer. Drain, snapshot and restore are built on that interface once, here, so
+every driver gets them the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from reconciler.errors import PermanentError, TemporaryError
+from reconciler.spec import LoadBalancer as LoadBalancerSpec
+from reconciler.spec import seconds
+
+
+class LBError(TemporaryError):
+    """The load balancer could not be reached or refused a command."""
+
+
+class LBConfigError(PermanentError):
+    """The spec's load balancer settings cannot work (unknown server, bad address)."""
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """One server's counters as the load balancer reports them."""
+
+    server: str
+    weight: int
+    sessions: int = 0
+    requests: int = 0
+    responses_5xx: int = 0
+    status: str = "UP"
+
+
+class LoadBalancer(Protocol):
+    """The driver interface."""
+
+    def weights(self) -> dict[str, int]: ...
+
+    def set_weight(self, server: str, weight: int) -> None: ...
+
+    def stats(self) -> dict[str, ServerStats]: ...
+
+    def close(self) -> None: ...
+
+
+def apply_weights(lb: LoadBalancer, weights: Mapping[str, int]) -> None:
+    """Set several servers' weights; checks each took effect."""
+    for server, weight in weights.items():
+        lb.set_weight(server, weight)
+    actual = lb.weights()
+    wrong = {s: actual.get(s) for s, w in weights.items() if actual.get(s) != w}
+    if wrong:
+        raise LBError(f"weights did not take effect: {wrong} (wanted {dict(weights)})")
+
+
+def drain(
+    lb: LoadBalancer,
+    servers: Iterable[str],
+    *,
+    timeout: float,
+    poll: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Weight 0 on `servers`, then wait until their sessions reach 0. False on timeout."""
+    names = list(servers)
+    apply_weights(lb, dict.fromkeys(names, 0))
+    deadline = clock() + timeout
+    while True:
+        stats = lb.stats()
+        busy = [s for s in names if s in stats and stats[s].sessions > 0]
+        if not busy:
+            return True
+        if clock() >= deadline:
+            return False
+        sleep(poll)
+
+
+def from_spec(spec: LoadBalancerSpec, *, base_dir: Path | None = None) -> LoadBalancer:
+    """The driver the spec names (a relative file address is relative to `base_dir`)."""
+    timeout = seconds(spec.timeout)
+    if spec.driver == "file" and spec.address:
+        from reconciler.lb.file import WeightsFile
+
+        path = Path(spec.address)
+        return WeightsFile(path if path.is_absolute() or base_dir is None else base_dir / path)
+    if spec.driver == "haproxy" and spec.address and spec.backend:
+        from reconciler.lb.haproxy import HAProxy
+
+        return HAProxy(spec.address, spec.backend, timeout=timeout)
+    if spec.driver == "command" and spec.commands:
+        from reconciler.lb.command import CommandLB
+
+        return CommandLB(spec.commands, timeout=timeout)
+    raise LBConfigError(f"load balancer driver {spec.driver!r} is missing its settings")

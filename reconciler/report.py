@@ -1,0 +1,124 @@
+"""`reconciler status` and `reconciler history`: the status branch, rendered for a terminal.
+
+Both read only the status branch, the same data a reviewer sees with `git log`, so what the
+terminal says and what git says can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pygit2
+from rich.console import Console
+from rich.table import Table
+
+from reconciler.gates import differing_fields
+from reconciler.gitstore import GitStore
+from reconciler.status import FleetStatus, fleet_dir
+
+
+def status_doc(status: FleetStatus) -> dict[str, Any]:
+    """The JSON form of `reconciler status --json`."""
+    record = status.rollout
+    golden = record.golden_fingerprint if record else None
+    reference = next((d for d in status.nodes.values() if d.fingerprint == golden), None)
+    hosts = []
+    names = list(record.hosts) if record else []
+    names += [n for n in sorted(status.nodes) if n not in names]
+    for name in names:
+        doc = status.nodes.get(name)
+        progress = record.hosts.get(name) if record else None
+        agrees = None if doc is None or golden is None else doc.fingerprint == golden
+        hosts.append(
+            {
+                "host": name,
+                "phase": progress.phase if progress else None,
+                "weightPercent": progress.weight_percent if progress else None,
+                "core": doc.installed.core if doc else None,
+                "plugins": doc.installed.plugins if doc else {},
+                "green": doc.green if doc else None,
+                "reasons": doc.reasons if doc else [],
+                "weights": {p.profile: p.lb_weight for p in doc.profiles} if doc else {},
+                "fingerprint": doc.fingerprint if doc else None,
+                "agrees": agrees,
+                "differs": differing_fields(reference, doc) if reference and doc and not agrees else [],
+            }
+        )
+    return {
+        "fleet": status.fleet,
+        "statusCommit": str(status.commit.id) if status.commit else None,
+        "phase": record.phase if record else "Idle",
+        "specCommit": record.spec_commit if record else None,
+        "target": record.target if record else {},
+        "currentStep": record.current_step if record else None,
+        "message": record.message if record else "",
+        "frozen": status.freeze.dump() if status.freeze else None,
+        "lease": status.lease.dump() if status.lease else None,
+        "goldenFingerprint": golden,
+        "peersAgree": all(h["agrees"] is not False for h in hosts),
+        "hosts": hosts,
+    }
+
+
+def print_status(doc: dict[str, Any], out: Console) -> None:
+    spec = (doc["specCommit"] or "")[:12]
+    out.print(f"fleet {doc['fleet']}: {doc['phase']} at spec {spec or '-'}  {doc['message']}")
+    if doc["frozen"]:
+        out.print(f"FROZEN: {doc['frozen']['reason']}")
+    table = Table("host", "phase", "openclaw", "weights", "green", "fingerprint", box=None)
+    for h in doc["hosts"]:
+        weights = ",".join(f"{k}={v}" for k, v in h["weights"].items() if v is not None)
+        fp = (h["fingerprint"] or "")[:12] + ("" if h["agrees"] is not False else " (differs)")
+        green = {True: "yes", False: "NO", None: "-"}[h["green"]]
+        table.add_row(h["host"], h["phase"] or "-", h["core"] or "-", weights or "-", green, fp or "-")
+    out.print(table)
+    for h in doc["hosts"]:
+        if h["differs"]:
+            out.print(f"{h['host']} differs on: {'; '.join(h['differs'])}")
+        if h["reasons"] and h["green"] is False:
+            out.print(f"{h['host']} red: {'; '.join(h['reasons'])}")
+    out.print("peers agree" if doc["peersAgree"] else "PEERS DISAGREE: traffic will not widen")
+
+
+def history(store: GitStore, fleet: str, limit: int) -> Iterator[dict[str, Any]]:
+    """The fleet's status commits, newest first."""
+    head = store.status_head()
+    if head is None:
+        return
+    prefix = fleet_dir(fleet) + "/"
+    walker = store.repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    shown = 0
+    for commit in walker:
+        if shown >= limit:
+            return
+        if not _touches(commit, prefix):
+            continue
+        shown += 1
+        subject, _, body = commit.message.partition("\n")
+        trailers = dict(
+            line.split(": ", 1) for line in body.strip().splitlines() if ": " in line
+        )
+        yield {
+            "commit": str(commit.id),
+            "time": datetime.fromtimestamp(commit.commit_time, UTC).isoformat(),
+            "subject": subject,
+            "trailers": trailers,
+        }
+
+
+def _touches(commit: pygit2.Commit, prefix: str) -> bool:
+    if not commit.parents:
+        return True
+    diff = commit.tree.diff_to_tree(commit.parents[0].tree)
+    return any(
+        (d.new_file.path or "").startswith(prefix) or (d.old_file.path or "").startswith(prefix)
+        for d in diff.deltas
+    )
+
+
+def print_history(entries: list[dict[str, Any]], out: Console) -> None:
+    for e in entries:
+        phase = e["trailers"].get("Phase", "")
+        out.print(f"{e['commit'][:10]}  {e['time'][:19]}  {phase:<11} {e['subject']}")

@@ -1,0 +1,251 @@
+"""What each plan step does to hosts and the load balancer, and what it reports back.
+
+The executor runs exactly the step the engine hands it, idempotently: running a step twice
+(after a crash between acting and recording) ends in the same state as running it once. A step
+never writes to git; it returns an `Outcome` that the engine records. A red outcome is not an
+exception: it is data, and the engine answers it by restoring the host from its bookmark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reconciler import lb as lbmod
+from reconciler import versions
+from reconciler.documents import Bookmark, Installed, Readiness
+from reconciler.errors import PermanentError
+from reconciler.gates import matches_lock
+from reconciler.lock import Lock
+from reconciler.planner import Pin, Step, host_weights
+from reconciler.spec import Fleet, Host, seconds
+
+
+class HostAgent(Protocol):
+    """Everything the engine does on a host, over its transport."""
+
+    def observe(self, host: Host, *, lb_weights: Mapping[str, int]) -> Readiness: ...
+
+    def node_version(self, host: Host) -> str: ...
+
+    def free_disk_mb(self, host: Host) -> int: ...
+
+    def registry_reachable(self, host: Host) -> bool: ...
+
+    def install(self, host: Host, pins: list[Pin], *, prefer_offline: bool) -> Installed: ...
+
+    def restart(self, host: Host) -> None: ...
+
+    def skill_links(self, host: Host) -> dict[str, str]: ...
+
+    def restore_skill_links(self, host: Host, links: Mapping[str, str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one step, for the engine to record."""
+
+    subject: str
+    host_phase: str | None = None
+    red: str | None = None
+    readiness: dict[str, Readiness] = field(default_factory=dict)
+    bookmark: Bookmark | None = None
+    weights: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Executor:
+    """Runs steps for one fleet at one spec commit."""
+
+    fleet: Fleet
+    lock: Lock | None
+    spec_commit: str
+    agent: HostAgent
+    lb: lbmod.LoadBalancer
+    now: Callable[[], str]
+    sleep: Callable[[float], None] = time.sleep
+    poll_s: float = 1.0
+
+    def run(self, step: Step, *, seq: int) -> Outcome:
+        handler = getattr(self, f"_{step.action}")
+        result: Outcome = handler(step, seq)
+        return result
+
+    def _hosts(self, step: Step) -> list[Host]:
+        return [self.fleet.host(name) for name in step.hosts]
+
+    def _short(self) -> str:
+        return self.spec_commit[:12]
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _bookmark(self, step: Step, seq: int) -> Outcome:
+        weights = self.lb.weights()
+        docs = {h.name: self.agent.observe(h, lb_weights=weights) for h in self._hosts(step)}
+        host = self._hosts(step)[0]
+        bookmark = Bookmark(
+            seq=seq,
+            fleet=self.fleet.name,
+            host=host.name if len(step.hosts) == 1 else "fleet",
+            phase="pre-upgrade",
+            spec_commit=self.spec_commit,
+            created_at=self.now(),
+            lb_weights=weights,
+            installed=docs[host.name].installed,
+            lock_sha256=self.lock.sha256 if self.lock else None,
+            readiness_sha256={h: d.readiness_sha256 for h, d in docs.items()},
+            skill_links=self.agent.skill_links(host),
+            hosts={h: d.installed for h, d in docs.items()},
+        )
+        versions_now = docs[host.name].installed.core or "nothing"
+        return Outcome(
+            subject=f"{_who(step)}: bookmarked (openclaw {versions_now}, weights {_fmt(weights, step, self.fleet)})",
+            host_phase="Bookmarked",
+            readiness=docs,
+            bookmark=bookmark,
+        )
+
+    def _drain(self, step: Step, seq: int) -> Outcome:
+        drained = lbmod.drain(
+            self.lb, step.weights, timeout=step.timeout_s, poll=self.poll_s, sleep=self.sleep
+        )
+        note = "drained" if drained else f"drain timed out after {step.timeout_s:.0f}s, proceeding"
+        return Outcome(
+            subject=f"{_who(step)}: {note} (weight 0)",
+            host_phase="Drained",
+            weights=dict(step.weights),
+        )
+
+    def _preflight(self, step: Step, seq: int) -> Outcome:
+        problems = []
+        core = self.lock.package("openclaw") if self.lock else None
+        for host in self._hosts(step):
+            node = self.agent.node_version(host)
+            if core and core.engines_node and not versions.satisfies(node, core.engines_node):
+                problems.append(
+                    f"{host.name}: node {node} does not satisfy engines.node {core.engines_node!r} of openclaw {core.version}"
+                )
+            free = self.agent.free_disk_mb(host)
+            if free < self.fleet.rollout.min_free_disk_mb:
+                problems.append(
+                    f"{host.name}: {free} MB free, {self.fleet.rollout.min_free_disk_mb} MB required"
+                )
+            if not self.agent.registry_reachable(host):
+                problems.append(f"{host.name}: registry {self.fleet.openclaw.registry} unreachable")
+        if problems:
+            return Outcome(subject=f"{_who(step)}: preflight refused", red="; ".join(problems))
+        return Outcome(subject=f"{_who(step)}: preflight passed", host_phase="Preflighted")
+
+    def _install(self, step: Step, seq: int) -> Outcome:
+        docs = {}
+        for host in self._hosts(step):
+            installed = self.agent.install(host, step.packages, prefer_offline=False)
+            wrong = _pins_differ(installed, step.packages)
+            if wrong:
+                return Outcome(subject=f"{host.name}: install did not converge", red=wrong)
+            docs[host.name] = installed
+        target = step.packages[0].version if step.packages else "?"
+        return Outcome(subject=f"{_who(step)}: installed openclaw {target}", host_phase="Installed")
+
+    def _restart(self, step: Step, seq: int) -> Outcome:
+        for host in self._hosts(step):
+            self.agent.restart(host)
+        return Outcome(subject=f"{_who(step)}: restarted", host_phase="Restarted")
+
+    def _verify(self, step: Step, seq: int) -> Outcome:
+        docs = {}
+        for host in self._hosts(step):
+            doc = self._wait_green(host, step.timeout_s)
+            docs[host.name] = doc
+            if not doc.green:
+                return Outcome(
+                    subject=f"{host.name}: red after upgrade",
+                    red="; ".join(doc.reasons) or "not green",
+                    readiness=docs,
+                )
+        core = next(iter(docs.values())).installed.core
+        return Outcome(
+            subject=f"{_who(step)}: openclaw {core} running, doctor green, ready",
+            host_phase="Verified",
+            readiness=docs,
+        )
+
+    def _wait_green(self, host: Host, timeout: float) -> Readiness:
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.agent.observe(host, lb_weights=self.lb.weights())
+            if doc.green and not matches_lock(doc, self.lock):
+                return doc
+            if time.monotonic() >= deadline:
+                return doc
+            self.sleep(self.poll_s)
+
+    def _ramp(self, step: Step, seq: int) -> Outcome:
+        lbmod.apply_weights(self.lb, step.weights)
+        return Outcome(
+            subject=f"{_who(step)}: weight {step.percent}%",
+            host_phase="Done" if step.percent == 100 else "Ramping",
+            weights=dict(step.weights),
+        )
+
+    def _retire(self, step: Step, seq: int) -> Outcome:
+        servers = [
+            s for s in self.lb.weights() if s == step.hosts[0] or s.startswith(step.hosts[0] + "-")
+        ]
+        lbmod.apply_weights(self.lb, dict.fromkeys(servers, 0))
+        return Outcome(
+            subject=f"{step.hosts[0]}: removed from the fleet (weight 0)", host_phase="Done"
+        )
+
+    # --- restore -------------------------------------------------------------------------
+
+    def restore(self, host: Host, bookmark: Bookmark) -> Outcome:
+        """Put a host back as its bookmark recorded it: versions, skill links, weights."""
+        prior = bookmark.hosts.get(host.name, bookmark.installed)
+        pins = _pins_of(prior)
+        current = self.agent.observe(host, lb_weights=self.lb.weights())
+        if _pins_differ(current.installed, pins):
+            self.agent.install(host, pins, prefer_offline=True)
+        self.agent.restore_skill_links(host, bookmark.skill_links)
+        self.agent.restart(host)
+        doc = self._wait_green(host, seconds(self.fleet.rollout.probe_timeout))
+        if not doc.green:
+            raise PermanentError(
+                f"{host.name}: still red after restoring the bookmark: {'; '.join(doc.reasons)}"
+            )
+        servers = host_weights(host, 100)
+        weights = {s: bookmark.lb_weights.get(s, w) for s, w in servers.items()}
+        lbmod.apply_weights(self.lb, weights)
+        return Outcome(
+            subject=f"{host.name}: restored to openclaw {prior.core} from bookmark {bookmark.seq}, weights {weights}",
+            host_phase="RolledBack",
+            readiness={host.name: doc},
+            weights=weights,
+        )
+
+
+def _pins_of(installed: Installed) -> list[Pin]:
+    pins = [Pin(name="openclaw", version=installed.core)] if installed.core else []
+    return pins + [Pin(name=n, version=v) for n, v in sorted(installed.plugins.items())]
+
+
+def _pins_differ(installed: Installed, pins: list[Pin]) -> str:
+    have = {"openclaw": installed.core, **installed.plugins}
+    wrong = [
+        f"{p.name} is {have.get(p.name) or 'missing'}, wanted {p.version}"
+        for p in pins
+        if have.get(p.name) != p.version
+    ]
+    wrong += [f"second copy of openclaw at {d}" for d in installed.duplicates]
+    return "; ".join(wrong)
+
+
+def _who(step: Step) -> str:
+    return step.hosts[0] if len(step.hosts) == 1 else "fleet"
+
+
+def _fmt(weights: Mapping[str, int], step: Step, fleet: Fleet) -> str:
+    mine = {s for h in step.hosts for s in host_weights(fleet.host(h), 100)}
+    return ", ".join(f"{s}={w}" for s, w in sorted(weights.items()) if s in mine) or "none"
