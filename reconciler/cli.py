@@ -11,10 +11,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler import __version__, render, schemas, source
 from reconciler.errors import Problem, ReconcilerError, SpecError
 from reconciler.validate import LoadedSpec, SpecFiles, load
+
+if TYPE_CHECKING:
+    from reconciler.gitstore import GitStore
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INVALID, EXIT_CHANGES = 0, 1, 2, 3
 
@@ -164,6 +168,97 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if any(p.changed for p in plans) else EXIT_OK
 
 
+# --- the engine ----------------------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> GitStore:
+    from reconciler.gitstore import GitStore
+
+    cache = Path(args.cache) if args.cache else default_cache(args.remote)
+    return GitStore(args.remote, cache / "repo.git", branch=args.branch)
+
+
+def default_cache(remote: str) -> Path:
+    import hashlib
+    import os
+
+    root = Path(
+        os.environ.get("RECONCILER_CACHE_DIR", Path.home() / ".cache" / "openclaw-reconciler")
+    )
+    return root / hashlib.sha256(remote.encode()).hexdigest()[:16]
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from reconciler.daemon import build_engine, run_until_settled
+
+    engine = build_engine(args, _store(args))
+    result = run_until_settled(engine, progress=not args.json, max_passes=args.max_passes)
+    if args.json:
+        render.emit_json(
+            {"phase": result.phase, "message": result.message, "commit": result.commit}
+        )
+    return {"Complete": EXIT_OK, "Idle": EXIT_OK}.get(
+        result.phase,
+        EXIT_CHANGES if result.phase in ("Progressing", "Paused", "Frozen") else EXIT_INVALID,
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from reconciler import report
+    from reconciler.status import read_status
+
+    store = _store(args)
+    store.fetch()
+    doc = report.status_doc(read_status(store, args.fleet))
+    if args.json:
+        render.emit_json(doc)
+    else:
+        report.print_status(doc, render.console())
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from reconciler import report
+
+    store = _store(args)
+    store.fetch()
+    entries = list(report.history(store, args.fleet, args.n))
+    if args.json:
+        render.emit_json(entries)
+    else:
+        report.print_history(entries, render.console())
+    return EXIT_OK
+
+
+def cmd_unfreeze(args: argparse.Namespace) -> int:
+    from reconciler.status import Transition, read_status, write
+
+    store = _store(args)
+    store.fetch()
+    status = read_status(store, args.fleet)
+    if status.freeze is None:
+        print(f"fleet {args.fleet} is not frozen")
+        return EXIT_OK
+    t = Transition(args.fleet, f"unfrozen by operator: {args.reason}", phase="Progressing")
+    t.put("freeze.json", None)
+    record = status.rollout
+    if record is not None and record.phase == "Frozen":
+        t.put(
+            "rollout.json", record.model_copy(update={"phase": "Progressing", "message": t.subject})
+        )
+    commit = write(store, status, t)
+    print(f"unfrozen ({(commit or '')[:12]}): was {status.freeze.reason}")
+    return EXIT_OK
+
+
+def _add_remote(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote", required=True, help="spec repository URL or path")
+    p.add_argument("--fleet", required=True, help="fleet name")
+    p.add_argument("--branch", default="main", help="watched branch (default main)")
+    p.add_argument("--cache", help="cache directory (default ~/.cache/openclaw-reconciler/...)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 # --- wiring ------------------------------------------------------------------------------------
 
 
@@ -204,6 +299,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet", help="only this fleet")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("reconcile", help="converge a fleet: one pass (--once) until settled")
+    _add_remote(p)
+    p.add_argument(
+        "--once", action="store_true", required=True, help="run until settled, then exit"
+    )
+    p.add_argument("--ssh-key", help="private key for the hosts (else the spec's keyFile/keyEnv)")
+    p.add_argument("--instance", help="this reconciler's name in leases (default host:pid)")
+    p.add_argument("--lease", type=float, default=120.0, help="lease seconds beyond a step")
+    p.add_argument("--max-passes", type=int, default=10_000, help="stop after this many passes")
+    p.set_defaults(handler=cmd_reconcile)
+
+    p = sub.add_parser("status", help="hosts, versions, weights, phase, fingerprints")
+    _add_remote(p)
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("history", help="the status branch log, readable")
+    _add_remote(p)
+    p.add_argument("-n", type=int, default=30, help="how many transitions (default 30)")
+    p.set_defaults(handler=cmd_history)
+
+    p = sub.add_parser("unfreeze", help="remove the fleet's freeze record (with a commit)")
+    _add_remote(p)
+    p.add_argument("--reason", required=True, help="why; recorded in the commit")
+    p.set_defaults(handler=cmd_unfreeze)
     return parser
 
 

@@ -252,7 +252,8 @@ class Engine:
         plan = self._plan(spec, record.spec_commit or "", base, record.base_commit)
         if plan.sha256 != record.plan_sha256:
             raise PermanentError(
-                f"plan of {record.spec_commit} changed under the rollout ({plan.sha256[:12]} != {record.plan_sha256})"
+                f"plan of {record.spec_commit} changed under the rollout "
+                f"({plan.sha256[:12]} != {record.plan_sha256})"
             )
         step = next((s for s in plan.steps if s.id not in record.done_steps), None)
         if step is None:

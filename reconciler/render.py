@@ -88,8 +88,7 @@ def print_plan(plan: Plan, out: Console) -> None:
         out.print(table)
     else:
         for row in plan_rows(plan):
-            out.print(
-                f"{row[0]:>3}  {row[1]:<12} {row[2]:<9} {row[3]}{'  soak ' + row[4] if row[4] else ''}"
-            )
+            soak = f"  soak {row[4]}" if row[4] else ""
+            out.print(f"{row[0]:>3}  {row[1]:<12} {row[2]:<9} {row[3]}{soak}")
     for warning in plan.warnings:
         out.print(f"warning: {warning}")

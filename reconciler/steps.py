@@ -99,9 +99,10 @@ class Executor:
             skill_links=self.agent.skill_links(host),
             hosts={h: d.installed for h, d in docs.items()},
         )
-        versions_now = docs[host.name].installed.core or "nothing"
+        core = docs[host.name].installed.core or "nothing"
+        mine = _fmt(weights, step, self.fleet)
         return Outcome(
-            subject=f"{_who(step)}: bookmarked (openclaw {versions_now}, weights {_fmt(weights, step, self.fleet)})",
+            subject=f"{_who(step)}: bookmarked (openclaw {core}, weights {mine})",
             host_phase="Bookmarked",
             readiness=docs,
             bookmark=bookmark,
@@ -125,13 +126,13 @@ class Executor:
             node = self.agent.node_version(host)
             if core and core.engines_node and not versions.satisfies(node, core.engines_node):
                 problems.append(
-                    f"{host.name}: node {node} does not satisfy engines.node {core.engines_node!r} of openclaw {core.version}"
+                    f"{host.name}: node {node} does not satisfy engines.node "
+                    f"{core.engines_node!r} of openclaw {core.version}"
                 )
             free = self.agent.free_disk_mb(host)
-            if free < self.fleet.rollout.min_free_disk_mb:
-                problems.append(
-                    f"{host.name}: {free} MB free, {self.fleet.rollout.min_free_disk_mb} MB required"
-                )
+            need = self.fleet.rollout.min_free_disk_mb
+            if free < need:
+                problems.append(f"{host.name}: {free} MB free, {need} MB required")
             if not self.agent.registry_reachable(host):
                 problems.append(f"{host.name}: registry {self.fleet.openclaw.registry} unreachable")
         if problems:
@@ -219,7 +220,8 @@ class Executor:
         weights = {s: bookmark.lb_weights.get(s, w) for s, w in servers.items()}
         lbmod.apply_weights(self.lb, weights)
         return Outcome(
-            subject=f"{host.name}: restored to openclaw {prior.core} from bookmark {bookmark.seq}, weights {weights}",
+            subject=f"{host.name}: restored to openclaw {prior.core} "
+            f"from bookmark {bookmark.seq}, weights {weights}",
             host_phase="RolledBack",
             readiness={host.name: doc},
             weights=weights,
