@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import __version__, render, schemas, source
-from reconciler.errors import Problem, ReconcilerError, SpecError
+from reconciler.errors import LockError, Problem, ReconcilerError, SpecError
 from reconciler.validate import LoadedSpec, SpecFiles, load
 
 if TYPE_CHECKING:
@@ -106,16 +107,21 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from reconciler.resolve import resolve_lock
 
     files = source.read_directory(Path(args.path))
-    loaded, problems = _load_all(files, require_lock=False)
+    # The lock on disk is what this command replaces: a stale one is not a problem here.
+    loaded, problems = _load_all([replace(f, lock=None) for f in files], require_lock=False)
     if problems:
         print(render.problems_text(problems), file=sys.stderr)
         return EXIT_INVALID
-    for spec in loaded:
-        lock = resolve_lock(spec.fleet, registry=args.registry, timeout=args.timeout)
+    for spec, f in zip(loaded, files, strict=True):
+        try:
+            lock = resolve_lock(spec.fleet, registry=args.registry, timeout=args.timeout)
+        except LockError as exc:
+            print(f"{spec.files.fleet_path}: cannot lock:\n{exc}", file=sys.stderr)
+            return EXIT_INVALID
         target = Path(spec.files.lock_path)
         data = lock.to_bytes()
         if args.check:
-            if spec.lock is None or spec.lock.to_bytes() != data:
+            if f.lock != data:
                 print(f"{target}: stale; run `reconciler lock`", file=sys.stderr)
                 return EXIT_INVALID
             continue

@@ -1,0 +1,6 @@
+"""Shared pytest plugins: real parts for the integration tests."""
+
+pytest_plugins = [
+    "tests.fixtures.sshfleet",
+    "tests.fixtures.registry",
+]
