@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -33,7 +34,7 @@ from .transport import (
     CommandResult,
     check_argv,
     check_env,
-    check_timeout,
+    check_limits,
     describe,
 )
 
@@ -44,6 +45,15 @@ _READ_CHUNK = 64 * 1024
 _EXIT_POLL_S = 0.1
 _LINGER_S = 1.0
 """After the process exited, how long we keep reading pipes that a leftover child holds."""
+
+
+class _ExecFailed(Exception):
+    """The program exists but could not be executed; becomes exit code 126/127 like a shell's."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class LocalTransport:
@@ -76,13 +86,13 @@ class LocalTransport:
         max_output: int = DEFAULT_MAX_OUTPUT,
     ) -> CommandResult:
         args = check_argv(argv)
-        check_timeout(timeout, max_output)
+        check_limits(timeout, max_output)
         environment = self.environment(env)
         started = time.monotonic()
-        proc = self._spawn(args, environment)
-        if proc is None:
-            message = f"{args[0]}: permission denied or not executable"
-            return CommandResult(args, 126, b"", message.encode(), 0.0, truncated=False)
+        try:
+            proc = self._spawn(args, environment)
+        except _ExecFailed as failed:
+            return CommandResult(args, failed.code, b"", failed.message.encode(), 0.0, False)
         out, err, timed_out = _collect(proc, started + timeout, max_output)
         if timed_out:
             _kill_group(proc)
@@ -127,9 +137,7 @@ class LocalTransport:
         merged["PATH"] = os.pathsep.join((*self.extra_path, merged.get("PATH", os.defpath)))
         return merged
 
-    def _spawn(
-        self, args: tuple[str, ...], environment: dict[str, str]
-    ) -> subprocess.Popen[bytes] | None:
+    def _spawn(self, args: tuple[str, ...], environment: dict[str, str]) -> subprocess.Popen[bytes]:
         cwd = self.home if self.home is not None and self.home.is_dir() else Path.home()
         try:
             return subprocess.Popen(
@@ -145,12 +153,15 @@ class LocalTransport:
         except FileNotFoundError as exc:
             if exc.filename is not None and str(exc.filename) == str(cwd):
                 raise CommandFailed(self.host, f"working directory {cwd} is missing") from exc
+            if shutil.which(args[0], path=environment["PATH"]) is not None:
+                # the program exists; its #! interpreter does not (what a shell reports as 127)
+                raise _ExecFailed(127, f"{args[0]}: bad interpreter: {exc.strerror}") from exc
             raise MissingBinary(
                 self.host, f"{args[0]!r} not found (PATH={environment['PATH']})"
             ) from exc
-        except (PermissionError, OSError) as exc:
+        except OSError as exc:
             if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EPERM, errno.EISDIR):
-                return None
+                raise _ExecFailed(126, f"{args[0]}: cannot execute: {exc.strerror}") from exc
             raise
 
     def _resolve(self, path: str) -> Path:

@@ -6,11 +6,11 @@ Why it looks the way it does:
   `[addr]:port` and hashed entries). An unknown key or a changed key raises `HostKeyError`
   naming the host, the address and the offered key's fingerprint. There is no trust-on-first-use
   (no AutoAddPolicy, no WarningPolicy): a rollout must never talk to a host it cannot identify.
-* **One connection per host, reused.** A fresh SSH handshake costs ~70 ms; a command on a live
-  connection ~5 ms once Nagle is off (we build the socket ourselves with TCP_NODELAY). Keepalives
-  hold the connection through idle periods; when it dropped (sshd restarted, host rebooted) the
-  next command reconnects transparently, retrying once and only when the command cannot have
-  started (the failure happened before the session channel existed).
+* **One connection per host, reused.** A fresh SSH handshake costs ~70-85 ms; a command on a
+  live connection ~5-7 ms once Nagle is off (we build the socket ourselves with TCP_NODELAY).
+  Keepalives hold the connection through idle periods; when it dropped (sshd restarted, host
+  rebooted) the next command reconnects transparently, retrying once and only when the command
+  cannot have started (the failure happened before the session channel existed).
 * **Every command has a timeout and is killed when it passes it.** Closing an SSH channel does
   not stop the remote process (no pty, so no SIGHUP). So the command line first prints the
   shell's PID and then `exec`s the command in that same process. OpenSSH runs each session's
@@ -25,11 +25,15 @@ Why it looks the way it does:
 * **Missing programs are told apart from failing ones.** A small POSIX-sh prelude checks
   `command -v argv[0]` with the final PATH and reports a marker on stderr, so a script that
   itself exits 127 is not mistaken for a missing binary.
+
+Requirements on a host: OpenSSH, and a POSIX-like login shell for the user (sh, dash, bash, zsh,
+ksh: the defaults on Linux and macOS). Anything rc files print before our PID line is dropped.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import secrets
 import select
 import shlex
@@ -56,7 +60,7 @@ from .transport import (
     CommandResult,
     check_argv,
     check_env,
-    check_timeout,
+    check_limits,
     describe,
 )
 
@@ -65,10 +69,14 @@ _POLL_S = 0.2
 """Longest select() wait: how soon we notice an exit status that arrives without data."""
 _LINGER_S = 1.0
 """After the exit status, how long we keep reading output that a leftover child still holds."""
-_KILL_TIMEOUT_S = 5.0
 _MAX_PREAMBLE = 64 * 1024
 """Bytes of login-shell noise (rc files printing) tolerated before our PID line."""
 _FILE_MISSING = 66
+
+# paramiko's transport thread logs (with a traceback) every handshake we abandon on purpose,
+# e.g. a frozen host that never sends its banner. We raise a typed error for those already;
+# without any logging configured, Python's last-resort handler would print that noise to stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Runs under /bin/sh with the final environment: "$1" is argv[0]. Prints a marker when it
 # cannot be found, so exit code 127 from the program itself is not mistaken for "missing".
@@ -210,7 +218,7 @@ class SSHTransport:
         max_output: int = DEFAULT_MAX_OUTPUT,
     ) -> CommandResult:
         args = check_argv(argv)
-        check_timeout(timeout, max_output)
+        check_limits(timeout, max_output)
         nonce = secrets.token_hex(6)
         command = self.command_line(args, env, nonce)
         channel = self._open_channel()
@@ -218,8 +226,16 @@ class SSHTransport:
         try:
             self._start(channel, command, args)
             outcome = _collect(channel, started + timeout, max_output, nonce)
+            lost = outcome.exit_code == -1 and not channel.get_transport().is_active()
         finally:
             channel.close()
+        if lost and not outcome.timed_out:
+            self._drop(channel.get_transport())
+            raise HostUnreachable(
+                self.host,
+                f"connection to {self.target} lost while `{describe(args)}` ran; "
+                "it may or may not have completed",
+            )
         if outcome.timed_out:
             fate = self._kill_remote(outcome.pid)
             raise CommandTimeout(
@@ -269,8 +285,8 @@ class SSHTransport:
         return " ".join(
             [
                 f"printf '%s%s\\n' {shlex.quote(_pid_marker(nonce))} \"$$\";",
-                "exec env --",
-                *words,
+                "exec",
+                *(["env", "--", *words] if words else []),  # no env: one exec fewer (~1 ms)
                 "/bin/sh -c",
                 shlex.quote(prelude),
                 "sh",
@@ -380,10 +396,13 @@ class SSHTransport:
                 self.host, f"{self.target} refused our credentials ({self._credentials()}): {exc}"
             )
         if isinstance(exc, paramiko.SSHException | EOFError | OSError):
+            detail = str(exc) or type(exc).__name__
+            if detail == "No existing session":  # paramiko's words for "handshake timed out"
+                detail = "no SSH handshake (the server accepted the connection but never spoke)"
             return HostUnreachable(
                 self.host,
                 f"SSH handshake with {self.target} failed within {self.connect_timeout:g}s: "
-                f"{exc or type(exc).__name__}",
+                f"{detail}",
             )
         return exc
 
@@ -429,8 +448,11 @@ class SSHTransport:
     # --- one command -----------------------------------------------------------------------
 
     def _start(self, channel: paramiko.Channel, command: str, args: tuple[str, ...]) -> None:
-        """Send the exec request. paramiko waits for the answer without a timeout, so a
-        watchdog closes the connection if a frozen host never answers."""
+        """Send the exec request; a host that never answers raises HostUnreachable.
+
+        paramiko waits for the answer without any timeout, so a watchdog closes the connection
+        (which wakes the wait) when a frozen host stays silent for `connect_timeout`.
+        """
         transport = channel.get_transport()
         fired = threading.Event()
 
@@ -458,29 +480,28 @@ class SSHTransport:
             watchdog.cancel()
 
     def _kill_remote(self, pid: int | None) -> str:
-        """SIGKILL the timed-out command's process group; returns what happened, for the error."""
+        """SIGKILL the timed-out command's process group; returns what happened, for the error.
+
+        `kill -s KILL -- -PGID` is the POSIX spelling that dash, bash and zsh all accept; the
+        fallback kills the PID alone should the host's sshd not have made it a group leader.
+        """
         if pid is None:
             return "its process id was never reported, so the remote process could not be killed"
+        argv = ("kill", "-s", "KILL", "--", f"-{pid}")
         command = f"kill -s KILL -- -{pid} 2>/dev/null || kill -s KILL {pid}"
         try:
-            transport = self._connection()
-            channel = transport.open_session(timeout=_KILL_TIMEOUT_S)
+            channel = self._open_channel()
             try:
-                channel.exec_command(command)
-                channel.shutdown_write()
-                answered = channel.status_event.wait(_KILL_TIMEOUT_S)
-                code = channel.exit_status if answered else None
+                self._start(channel, command, argv)
+                answered = channel.status_event.wait(self.connect_timeout)
             finally:
                 channel.close()
         except (HostUnreachable, HostKeyError, AuthenticationError) as exc:
-            return f"could not reconnect to kill remote process group {pid}: {exc}"
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.close()
-            return f"could not kill remote process group {pid}: {exc or type(exc).__name__}"
-        if code is None:
+            return f"could not kill remote process group {pid}: {exc}"
+        if not answered:
             self.close()
             return f"the host did not confirm killing remote process group {pid}"
-        if code != 0:
+        if channel.exit_status != 0:
             return f"remote process group {pid} was already gone"
         return f"remote process group {pid} killed"
 

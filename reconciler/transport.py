@@ -121,7 +121,7 @@ def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return checked
 
 
-def check_timeout(timeout: float, max_output: int) -> None:
+def check_limits(timeout: float, max_output: int) -> None:
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     if max_output < 0:
