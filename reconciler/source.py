@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from reconciler.errors import PermanentError
 from reconciler.lock import LOCK_FILE
 from reconciler.validate import SpecFiles
 
 FLEET_FILE = "fleet.yaml"
-_KNOWN_HOSTS = re.compile(rb"^\s*knownHosts:\s*[\"']?([A-Za-z0-9._/@+=,%~-]+)", re.MULTILINE)
 
 Reader = Callable[[str], bytes | None]
 
@@ -37,23 +38,40 @@ def fleet_paths(names: list[str]) -> list[str]:
     return found
 
 
-def _files(fleet_path: str, read: Reader) -> SpecFiles:
-    fleet = read(fleet_path)
+def _files(fleet_path: str, read: Reader, root: str = "") -> SpecFiles:
+    """The files of the fleet at `fleet_path` (relative to the repo root `root`)."""
+
+    def shown(rel: str) -> str:
+        return posixpath.join(root, rel) if root else rel
+
+    fleet = read(shown(fleet_path))
     if fleet is None:
-        raise SourceError(f"{fleet_path}: not found")
+        raise SourceError(f"{shown(fleet_path)}: not found")
     here = posixpath.dirname(fleet_path)
-    match = _KNOWN_HOSTS.search(fleet)
-    known = match.group(1).decode() if match else "known_hosts"
-    known_path = posixpath.normpath(posixpath.join(here, known))
+    name = _known_hosts_name(fleet)
+    known_path = posixpath.normpath(posixpath.join(here, name))
+    # Pinned keys must live in the reviewed spec tree: no absolute path, no way out of it.
+    inside = not posixpath.isabs(name) and not known_path.startswith("..")
     lock_path = posixpath.join(here, LOCK_FILE) if here else LOCK_FILE
     return SpecFiles(
-        fleet_path=fleet_path,
+        fleet_path=shown(fleet_path),
         fleet=fleet,
-        lock_path=lock_path,
-        lock=read(lock_path),
-        known_hosts_path=known_path,
-        known_hosts=read(known_path) if not known_path.startswith("..") else None,
+        lock_path=shown(lock_path),
+        lock=read(shown(lock_path)),
+        known_hosts_path=shown(known_path) if inside else name,
+        known_hosts=read(shown(known_path)) if inside else None,
     )
+
+
+def _known_hosts_name(fleet: bytes) -> str:
+    """`ssh.knownHosts` (default `known_hosts`), read leniently: validation comes later."""
+    try:
+        doc = YAML(typ="safe").load(fleet)
+    except (YAMLError, ValueError):
+        return "known_hosts"
+    ssh = doc.get("ssh") if isinstance(doc, dict) else None
+    name = ssh.get("knownHosts") if isinstance(ssh, dict) else None
+    return name if isinstance(name, str) and name else "known_hosts"
 
 
 def read_directory(path: Path) -> list[SpecFiles]:
@@ -74,7 +92,7 @@ def read_directory(path: Path) -> list[SpecFiles]:
         target = Path(name)
         return target.read_bytes() if target.is_file() else None
 
-    return [_files(posixpath.join(root.as_posix(), name), read) for name in names]
+    return [_files(name, read, root.as_posix()) for name in names]
 
 
 def open_repo(repo: Path | str) -> pygit2.Repository:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -89,12 +89,22 @@ class Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def _names_as_property_names(schema: dict[str, Any]) -> None:
+    """Publish key rules as `propertyNames`, so a bad plugin name is an error of its own
+    (pydantic emits `patternProperties`, which silently lets other names through)."""
+    ((pattern, value),) = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {"pattern": pattern, "maxLength": 214}
+    schema["additionalProperties"] = value
+
+
 class OpenClaw(Model):
     """What to install: the core at an exact version and plugins pinned exactly."""
 
     version: OpenClawVersion = Field(description="exact OpenClaw core version, e.g. 2026.4.3")
     plugins: dict[NpmName, ExactVersion] = Field(
-        default_factory=dict, description="plugin npm name -> exact version"
+        default_factory=dict,
+        description="plugin npm name -> exact version",
+        json_schema_extra=_names_as_property_names,
     )
     install: Literal["npm", "openclaw-update"] = Field(
         "npm", description="`npm i -g` (the runbook) or the product's own `openclaw update`"

@@ -106,19 +106,46 @@ def _parse_yaml(files: SpecFiles) -> tuple[Any, list[Problem]]:
         text = files.fleet.decode("utf-8")
         raw = yaml.load(io.StringIO(text))
     except UnicodeDecodeError as exc:
-        return None, [Problem(files.fleet_path, "$", f"not UTF-8 text ({exc.reason})")]
+        line = files.fleet.count(b"\n", 0, exc.start) + 1
+        return None, [
+            Problem(files.fleet_path, "$", f"not UTF-8 text ({exc.reason})", line=line, column=None)
+        ]
     except MarkedYAMLError as exc:
         return None, [_yaml_problem(files.fleet_path, exc)]
     except YAMLError as exc:
         return None, [Problem(files.fleet_path, "$", f"YAML error: {exc}")]
     if not isinstance(raw, Mapping):
-        kind = "empty file" if raw is None else type(raw).__name__
-        return None, [Problem(files.fleet_path, "$", f"expected a mapping at the top, got {kind}")]
+        kind = "an empty file" if raw is None else _kind(raw)
+        first, column = _first_content_line(files.fleet)
+        message = f"expected a mapping at the top, got {kind}"
+        return None, [Problem(files.fleet_path, "$", message, line=first, column=column)]
     return raw, []
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+def _first_content_line(data: bytes) -> tuple[int | None, int | None]:
+    for number, line in enumerate(data.splitlines(), 1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith((b"#", b"---")):
+            return number, 1
+    return None, None
+
+
 def _yaml_problem(file: str, exc: MarkedYAMLError) -> Problem:
-    mark = exc.problem_mark or exc.context_mark
+    # For an unterminated quote or flow collection the context mark is where it opened.
+    opened = exc.context_mark and "while scanning a quoted scalar" in str(exc.context or "")
+    mark = exc.context_mark if opened else (exc.problem_mark or exc.context_mark)
     what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
     line = mark.line + 1 if mark else None
     column = mark.column + 1 if mark else None
@@ -128,11 +155,30 @@ def _yaml_problem(file: str, exc: MarkedYAMLError) -> Problem:
 # --- JSON Schema -----------------------------------------------------------------------------
 
 
+def _ecma_pattern(
+    validator: Any, pattern: str, instance: Any, schema: Any
+) -> Iterator[jsonschema.ValidationError]:
+    """JSON Schema patterns are ECMA-262: `$` is the end of the string. Python's `$` also
+    matches before a final newline, which would let `user: "openclaw\n"` through."""
+    if isinstance(instance, str) and not re.search(_ecma(pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@functools.cache
+def _ecma(pattern: str) -> str:
+    return re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+
+
+def schema_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator for one of our published schemas, with ECMA-262 pattern semantics."""
+    base = jsonschema.validators.validator_for(schema)
+    cls = jsonschema.validators.extend(base, {"pattern": _ecma_pattern})
+    return cls(schema)
+
+
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
-    schema = s.Fleet.model_json_schema(by_alias=True)
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+    return schema_validator(s.Fleet.model_json_schema(by_alias=True))
 
 
 def _schema_problems(file: str, raw: Any) -> Iterator[Problem]:
@@ -142,8 +188,15 @@ def _schema_problems(file: str, raw: Any) -> Iterator[Problem]:
 
 def _explain(file: str, raw: Any, error: jsonschema.ValidationError) -> Iterator[Problem]:
     path = tuple(error.absolute_path)
+    if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+        path = (*path, error.instance)  # a bad key: point at the key, not at its mapping
     if error.validator in ("anyOf", "oneOf") and error.context:
         yield from _explain(file, raw, _best_branch(error))
+        return
+    if error.validator == "propertyNames" and error.context:
+        for sub_error in error.context:
+            key = sub_error.instance
+            yield _problem(file, raw, (*path, key), f"key {_message(sub_error)}")
         return
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
         known = sorted(error.schema.get("properties", {}))
@@ -174,7 +227,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         hint = ""
         if error.validator_value == "string" and isinstance(instance, int | float):
             hint = " (quote it: YAML read it as a number)"
-        return f"expected {error.validator_value}, got {_show(instance)}{hint}"
+        got = "an empty value" if instance is None else _show(instance)
+        return f"expected {error.validator_value}, got {got}{hint}"
     if error.validator == "enum":
         options = ", ".join(map(str, error.validator_value))
         return f"{_show(instance)} is not one of: {options}"
@@ -185,8 +239,6 @@ def _message(error: jsonschema.ValidationError) -> str:
         return f"expected {bound} {error.validator_value}{unit}, got {_show(instance)}"
     if error.validator == "required":
         return str(error.message).replace("is a required property", "is required")
-    if error.validator == "propertyNames" and error.context:
-        return f"key {_message(error.context[0])}"
     return str(error.message)
 
 
@@ -200,7 +252,12 @@ def _show(value: Any) -> str:
 
 def _pydantic_problems(file: str, raw: Any, exc: pydantic.ValidationError) -> Iterator[Problem]:
     for err in exc.errors():
-        yield _problem(file, raw, tuple(err["loc"]), str(err["msg"]))
+        message = str(err["msg"])
+        pattern = (err.get("ctx") or {}).get("pattern")
+        if err["type"] == "string_pattern_mismatch" and pattern in _EXPECTED:
+            message = f"{_show(err['input'])} is not valid: expected {_EXPECTED[pattern]}"
+        loc = tuple(p for p in err["loc"] if p != "[key]")
+        yield _problem(file, raw, loc, message)
 
 
 # --- semantic rules --------------------------------------------------------------------------
@@ -418,7 +475,8 @@ def position(raw: Any, path: Sequence[Any]) -> tuple[int | None, int | None]:
             break
         try:
             if isinstance(node, Mapping) and part in node:
-                line, col = lc.value(part) if _is_scalar(node[part]) else lc.key(part)
+                scalar = _is_scalar(node[part]) and node[part] is not None
+                line, col = lc.value(part) if scalar else lc.key(part)
             elif isinstance(node, list) and isinstance(part, int) and part < len(node):
                 line, col = lc.item(part)
             else:

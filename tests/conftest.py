@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.sshfleet",
     "tests.fixtures.registry",
+    "tests.fixtures.haproxy",
 ]

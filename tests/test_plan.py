@@ -104,7 +104,7 @@ def test_revert_of_the_bump_plans_the_way_back(repo, capsys):
     core = next(c for c in p["changes"] if c["subject"] == "openclaw")
     assert (core["before"], core["after"]) == ("2026.4.3", "2026.4.2")
     assert any("downgrade" in w for w in p["warnings"])
-    assert [s["id"] for s in p["steps"]][0] == "mac-1/bookmark"
+    assert next(s["id"] for s in p["steps"]) == "mac-1/bookmark"
 
 
 def test_plugin_only_change_installs_but_keeps_the_core(repo, capsys):

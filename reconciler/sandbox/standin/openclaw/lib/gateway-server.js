@@ -9,7 +9,7 @@ const http = require('node:http');
 const path = require('node:path');
 const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
 const faults = require('./faults.js');
-const { installedVersion } = require('./pkg.js');
+const { installedVersion, readJsonOr } = require('./pkg.js');
 const { installedPlugins } = require('./plugins.js');
 const state = require('./state.js');
 
@@ -175,16 +175,24 @@ function writeRuntime(gateway, host) {
   });
 }
 
+// Removes the pidfile and runtime file, but only while they still name this process.
 function clearRuntime() {
   const p = state.paths();
-  for (const file of [p.pidFile, p.runtimeFile]) {
-    try {
-      if (fs.readFileSync(file, 'utf8').includes(String(process.pid))) {
-        fs.unlinkSync(file);
-      }
-    } catch {
-      // not ours or already gone
-    }
+  const pidInFile = Number.parseInt((readText(p.pidFile) || '').trim(), 10);
+  if (pidInFile === process.pid) {
+    state.removeQuietly(p.pidFile);
+  }
+  const runtime = readJsonOr(p.runtimeFile, null);
+  if (runtime && runtime.pid === process.pid) {
+    state.removeQuietly(p.runtimeFile);
+  }
+}
+
+function readText(file) {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
   }
 }
 
@@ -219,7 +227,13 @@ async function runGateway(flags) {
   const port = flags.port !== undefined ? Number.parseInt(flags.port, 10) : state.gatewayPort();
   const bind = typeof flags.bind === 'string' ? flags.bind : state.gatewayBind();
   const token = typeof flags.token === 'string' ? flags.token : state.gatewayToken();
-  const host = bindHost(bind);
+  let host;
+  try {
+    host = bindHost(bind);
+  } catch (err) {
+    process.stderr.write(`openclaw gateway run: ${err.message}\n`);
+    return 2;
+  }
   const gateway = new Gateway({ version, port, bind, token });
   const server = http.createServer((req, res) => gateway.handle(req, res));
   try {

@@ -22,10 +22,6 @@ function installedVersion() {
   return readJson(path.join(PKG_DIR, 'package.json')).version;
 }
 
-function buildInfo() {
-  return readJsonOr(path.join(PKG_DIR, 'dist', 'build-info.json'), null);
-}
-
 // The global node_modules directory that holds this package (and the @openclaw/* plugins).
 function nodeModulesDir() {
   return path.dirname(PKG_DIR);
@@ -50,5 +46,5 @@ function binPath() {
 }
 
 module.exports = {
-  PKG_DIR, readJson, readJsonOr, installedVersion, buildInfo, nodeModulesDir, globalPrefix, binPath,
+  PKG_DIR, readJson, readJsonOr, installedVersion, nodeModulesDir, globalPrefix, binPath,
 };

@@ -102,26 +102,32 @@ function plan(flags) {
   return { tag, timeoutMs, prefix: globalPrefix() };
 }
 
-// The update itself; returns the product-shaped result object.
+// A product-shaped result: {status, mode, root, reason?, before, after, steps, ...}.
+function outcome(base, status, after, extra = {}) {
+  const { steps, ...head } = base;
+  return { status, ...head, ...extra, after, steps };
+}
+
+// The update itself; returns the result object.
 function performUpdate(flags, base, steps) {
   const { tag, timeoutMs, prefix } = plan(flags);
   if (!prefix) {
-    return { ...base, status: 'error', reason: 'not-global-npm-install', after: base.before };
+    return outcome(base, 'error', base.before, { reason: 'not-global-npm-install' });
   }
   const resolved = resolveTarget(tag, timeoutMs);
   steps.push(resolved.step);
   if (!resolved.target) {
-    return { ...base, status: 'error', reason: 'target-not-found', after: base.before };
+    return outcome(base, 'error', base.before, { reason: 'target-not-found' });
   }
   const { version, enginesNode } = resolved.target;
   if (enginesNode && !satisfies(process.version, enginesNode)) {
-    return {
-      ...base, status: 'error', reason: 'node-engine-unsupported', after: base.before,
+    return outcome(base, 'error', base.before, {
+      reason: 'node-engine-unsupported',
       message: `OpenClaw ${version} requires Node ${enginesNode}; this host runs ${process.version}`,
-    };
+    });
   }
   if (flags['dry-run']) {
-    return { ...base, status: 'skipped', reason: 'dry-run', dryRun: true, after: { version } };
+    return outcome(base, 'skipped', { version }, { reason: 'dry-run', dryRun: true });
   }
   const args = ['i', '-g', '--prefix', prefix, `openclaw@${version}`, '--engine-strict',
     '--allow-scripts=openclaw', '--no-audit', '--no-fund'];
@@ -129,12 +135,14 @@ function performUpdate(flags, base, steps) {
   steps.push(install.step);
   const after = { version: installedVersion() };
   if (!install.ok) {
-    return { ...base, status: 'error', reason: 'global-update-failed', after };
+    return outcome(base, 'error', after, { reason: 'global-update-failed' });
   }
   if (!flags['no-restart']) {
     restartIfRunning(steps);
   }
-  return { ...base, status: after.version === version ? 'ok' : 'error', after };
+  return after.version === version
+    ? outcome(base, 'ok', after)
+    : outcome(base, 'error', after, { reason: 'version-mismatch-after-install' });
 }
 
 function runUpdate(flags) {
@@ -147,7 +155,7 @@ function runUpdate(flags) {
   try {
     result = performUpdate(flags, base, steps);
   } catch (err) {
-    result = { ...base, status: 'error', reason: 'exception', message: String(err.message || err), after: base.before };
+    result = outcome(base, 'error', base.before, { reason: 'exception', message: String(err.message || err) });
   }
   result.durationMs = Date.now() - began;
   finish(run, result);
