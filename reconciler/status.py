@@ -22,7 +22,7 @@ from reconciler.documents import Bookmark, Freeze, Lease, Readiness, RolloutReco
 from reconciler.gitstore import GitStore
 
 M = TypeVar("M", bound=BaseModel)
-VOLATILE = frozenset({"updatedAt", "observedAt", "readinessSha256"})
+VOLATILE = frozenset({"updatedAt", "observedAt", "readinessSha256", "freeDiskMb"})
 
 
 def fleet_dir(fleet: str) -> str:

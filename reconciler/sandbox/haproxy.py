@@ -66,7 +66,7 @@ class HAProxyProcess:
         self.directory = directory
         self.backend = check_name(backend, "backend")
         self.servers = {check_name(name, "server"): port for name, port in servers.items()}
-        self.weights = {name: (weights or {}).get(name, 100) for name in self.servers}
+        self.config_weights = {name: (weights or {}).get(name, 100) for name in self.servers}
         self.check_path = check_path
         self.directory.mkdir(parents=True, exist_ok=True)
         self._socket_dir = _socket_dir(directory)
@@ -214,7 +214,7 @@ class HAProxyProcess:
         return "\n".join(lines)
 
     def _server_line(self, name: str, port: int) -> str:
-        weight = self.weights[name]
+        weight = self.config_weights[name]
         return (
             f"    server {name} {LOOPBACK}:{port} weight {weight} check inter 200ms fall 2 rise 1"
         )
