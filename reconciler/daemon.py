@@ -58,23 +58,31 @@ class SpecNotifier:
 
 def build_engine(args: argparse.Namespace, store: GitStore) -> Engine:
     from reconciler.agent import FleetAgent
-    from reconciler.lb import from_spec
+    from reconciler.lb import LoadBalancer, from_spec
 
     notifier = SpecNotifier()
     cache = store.repo.path.rstrip("/").rsplit("/", 1)[0]
+    agents: dict[str, FleetAgent] = {}
 
-    def agent_for(spec: LoadedSpec) -> FleetAgent:
+    def agent_for(spec: LoadedSpec, commit: str) -> FleetAgent:
         notifier.configure(spec)
-        return FleetAgent.for_spec(spec, cache_dir=cache, key_file=getattr(args, "ssh_key", None))
+        if commit not in agents:
+            for old in agents.values():
+                old.close()
+            agents.clear()
+            key = getattr(args, "ssh_key", None)
+            agents[commit] = FleetAgent.for_spec(spec, cache_dir=cache, key_file=key)
+            agents[commit].spec_commit = commit
+        return agents[commit]
 
-    def lb_for(fleet: Fleet) -> object:
+    def lb_for(fleet: Fleet) -> LoadBalancer:
         return from_spec(fleet.load_balancer)
 
     return Engine(
         store=store,
         fleet_name=args.fleet,
         agent_for=agent_for,
-        lb_for=lb_for,  # type: ignore[arg-type]
+        lb_for=lb_for,
         notifier=notifier,
         instance=getattr(args, "instance", None) or instance_name(),
         lease_s=getattr(args, "lease", 120.0),

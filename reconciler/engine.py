@@ -75,7 +75,7 @@ class Engine:
 
     store: GitStore
     fleet_name: str
-    agent_for: Callable[[LoadedSpec], HostAgent]
+    agent_for: Callable[[LoadedSpec, str], HostAgent]
     lb_for: Callable[[Fleet], LoadBalancer]
     notifier: Notifier
     instance: str
@@ -292,7 +292,7 @@ class Engine:
             fleet=spec.fleet,
             lock=spec.lock,
             spec_commit=record.spec_commit or "",
-            agent=self.agent_for(spec),
+            agent=self.agent_for(spec, record.spec_commit or ""),
             lb=self.lb_for(spec.fleet),
             now=self._now,
             poll_s=self.poll_s,

@@ -69,8 +69,14 @@ class Executor:
     poll_s: float = 1.0
 
     def run(self, step: Step, *, seq: int) -> Outcome:
+        """Run one step. A permanent host error (engines.node refused, install did not
+        verify, gateway never ready) is a red outcome; temporary errors propagate and the
+        pass is retried with backoff."""
         handler = getattr(self, f"_{step.action}")
-        result: Outcome = handler(step, seq)
+        try:
+            result: Outcome = handler(step, seq)
+        except PermanentError as exc:
+            return Outcome(subject=f"{_who(step)}: {step.action} failed", red=str(exc))
         return result
 
     def _hosts(self, step: Step) -> list[Host]:

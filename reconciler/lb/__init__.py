@@ -89,7 +89,7 @@ def from_spec(spec: LoadBalancerSpec, *, base_dir: Path | None = None) -> LoadBa
     if spec.driver == "file" and spec.address:
         from reconciler.lb.file import WeightsFile
 
-        path = Path(spec.address)
+        path = Path(spec.address).expanduser()
         return WeightsFile(path if path.is_absolute() or base_dir is None else base_dir / path)
     if spec.driver == "haproxy" and spec.address and spec.backend:
         from reconciler.lb.haproxy import HAProxy

@@ -1,0 +1,123 @@
+"""The engine's hands on a fleet: facts, operations and readiness bound to one spec.
+
+`FleetAgent` implements the `HostAgent` interface the executor uses, over one transport per
+host (reused across passes of the same spec). The pinned host keys come from the spec commit
+itself and are written to a private file the SSH transport reads; nothing else of the spec
+touches the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler import facts, operations, readiness
+from reconciler.connect import transport_for
+from reconciler.documents import Installed, Readiness
+from reconciler.planner import Pin
+from reconciler.spec import Host, seconds
+from reconciler.transport import Transport
+from reconciler.validate import LoadedSpec
+
+SKILLS_DIR = ".openclaw/skills"
+
+
+class FleetAgent:
+    """Facts and operations for every host of one loaded spec."""
+
+    def __init__(self, spec: LoadedSpec, *, known_hosts: Path, key_file: Path | None) -> None:
+        self.spec = spec
+        self.fleet = spec.fleet
+        self.known_hosts = known_hosts
+        self.key_file = key_file
+        self.spec_commit: str | None = None
+        self._transports: dict[str, Transport] = {}
+
+    @classmethod
+    def for_spec(
+        cls, spec: LoadedSpec, *, cache_dir: str | Path, key_file: str | Path | None = None
+    ) -> FleetAgent:
+        text = spec.known_hosts.text
+        digest = hashlib.sha256(text).hexdigest()[:16]
+        path = Path(cache_dir) / f"known_hosts-{digest}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(text)
+            path.chmod(0o600)
+        return cls(spec, known_hosts=path, key_file=Path(key_file) if key_file else None)
+
+    def transport(self, host: Host) -> Transport:
+        if host.name not in self._transports:
+            self._transports[host.name] = transport_for(
+                self.fleet, host, known_hosts_path=self.known_hosts, key_file=self.key_file
+            )
+        return self._transports[host.name]
+
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+
+    def _quick(self) -> float:
+        return seconds(self.fleet.ssh.command_timeout)
+
+    # --- HostAgent -----------------------------------------------------------------------
+
+    def observe(self, host: Host, *, lb_weights: Mapping[str, int]) -> Readiness:
+        return readiness.observe(
+            self.fleet,
+            host,
+            self.transport(host),
+            lock=self.spec.lock,
+            spec_commit=self.spec_commit,
+            lb_weights=lb_weights,
+            now=datetime.now(UTC),
+        )
+
+    def node_version(self, host: Host) -> str:
+        return facts.gather(self.transport(host), facts.node_version(), timeout=self._quick())
+
+    def free_disk_mb(self, host: Host) -> int:
+        t = self.transport(host)
+        prefix = facts.resolve_prefix(t, host, timeout=self._quick())
+        return facts.gather(t, facts.disk_free(prefix), timeout=self._quick()).free_mb
+
+    def registry_reachable(self, host: Host) -> bool:
+        ping = facts.registry_ping(self.fleet.openclaw.registry)
+        return facts.gather(self.transport(host), ping, timeout=self._quick())
+
+    def install(self, host: Host, pins: list[Pin], *, prefer_offline: bool) -> Installed:
+        locked = self.spec.lock is not None and all(
+            self.spec.lock.versions().get(p.name) == p.version for p in pins
+        )
+        return operations.install(
+            self.fleet,
+            host,
+            self.transport(host),
+            pins,
+            lock=self.spec.lock if locked else None,
+            prefer_offline=prefer_offline,
+        )
+
+    def restart(self, host: Host) -> None:
+        operations.restart_host(self.fleet, host, self.transport(host))
+
+    def skill_links(self, host: Host) -> dict[str, str]:
+        t = self.transport(host)
+        home = facts.gather(t, facts.home_dir(), timeout=self._quick())
+        skills = posixpath.join(home, SKILLS_DIR)
+        found = t.run(["find", skills, "-maxdepth", "1", "-type", "l"], timeout=self._quick())
+        links = {}
+        for path in found.text().splitlines():
+            target = t.run(["readlink", path], timeout=self._quick())
+            if target.ok and path.startswith(skills + "/"):
+                links[path] = target.text().strip()
+        return links
+
+    def restore_skill_links(self, host: Host, links: Mapping[str, str]) -> None:
+        t = self.transport(host)
+        for path, target in links.items():
+            t.run(["ln", "-sfn", target, path], timeout=self._quick())
