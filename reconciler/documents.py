@@ -11,7 +11,7 @@ have the same fingerprint. `readiness_sha256` covers the whole document.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -50,7 +50,7 @@ class Finding(Model):
 class Installed(Model):
     """The global npm tree as `npm ls -g --json` shows it."""
 
-    core: str | None = Field(description="openclaw version at the top of the tree")
+    core: str | None = Field(None, description="openclaw version at the top of the tree")
     plugins: dict[str, str] = Field(default_factory=dict, description="top-level packages")
     duplicates: list[str] = Field(
         default_factory=list, description="every second copy of openclaw (path@version)"
@@ -86,26 +86,36 @@ class Readiness(Model):
     profiles: list[ProfileReadiness]
     green: bool
     reasons: list[str] = Field(default_factory=list, description="why the host is not green")
+    free_disk_mb: int | None = Field(None, description="free MB under the npm prefix; volatile")
+    basis: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the fingerprint's input, so a status can name the fields peers differ on",
+    )
     fingerprint: Digest
     readiness_sha256: Digest
+
+
+def fingerprint_basis(
+    lock_sha256: str | None, installed: Installed, profiles: list[ProfileReadiness]
+) -> dict[str, Any]:
+    """What peers on one release must share, as plain JSON; nothing host-specific enters
+    (no timestamps, durations, pids, paths, ports or names: duplicates keep only versions)."""
+    findings = {(f.check_id, f.severity) for p in profiles for f in (*p.doctor, *p.post_upgrade)}
+    return {
+        "lock": lock_sha256,
+        "core": installed.core,
+        "plugins": dict(sorted(installed.plugins.items())),
+        "duplicates": sorted(d.rsplit("@", 1)[-1] for d in installed.duplicates),
+        "running": sorted({p.running_version or "" for p in profiles}),
+        "doctor": [list(pair) for pair in sorted(findings)],
+    }
 
 
 def fingerprint_of(
     lock_sha256: str | None, installed: Installed, profiles: list[ProfileReadiness]
 ) -> str:
-    """sha256 over what peers on one release must share; nothing host-specific enters."""
-    return sha256_of(
-        {
-            "lock": lock_sha256,
-            "core": installed.core,
-            "plugins": installed.plugins,
-            "duplicates": sorted(d.rsplit("@", 1)[-1] for d in installed.duplicates),
-            "running": sorted({p.running_version or "" for p in profiles}),
-            "doctor": sorted(
-                {(f.check_id, f.severity) for p in profiles for f in (*p.doctor, *p.post_upgrade)}
-            ),
-        }
-    )
+    """sha256 over `fingerprint_basis`."""
+    return sha256_of(fingerprint_basis(lock_sha256, installed, profiles))
 
 
 def seal_readiness(draft: dict[str, object]) -> Readiness:

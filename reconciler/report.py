@@ -43,7 +43,9 @@ def status_doc(status: FleetStatus) -> dict[str, Any]:
                 "weights": {p.profile: p.lb_weight for p in doc.profiles} if doc else {},
                 "fingerprint": doc.fingerprint if doc else None,
                 "agrees": agrees,
-                "differs": differing_fields(reference, doc) if reference and doc and not agrees else [],
+                "differs": differing_fields(reference, doc)
+                if reference and doc and not agrees
+                else [],
             }
         )
     return {
@@ -72,7 +74,9 @@ def print_status(doc: dict[str, Any], out: Console) -> None:
         weights = ",".join(f"{k}={v}" for k, v in h["weights"].items() if v is not None)
         fp = (h["fingerprint"] or "")[:12] + ("" if h["agrees"] is not False else " (differs)")
         green = {True: "yes", False: "NO", None: "-"}[h["green"]]
-        table.add_row(h["host"], h["phase"] or "-", h["core"] or "-", weights or "-", green, fp or "-")
+        table.add_row(
+            h["host"], h["phase"] or "-", h["core"] or "-", weights or "-", green, fp or "-"
+        )
     out.print(table)
     for h in doc["hosts"]:
         if h["differs"]:
@@ -88,7 +92,9 @@ def history(store: GitStore, fleet: str, limit: int) -> Iterator[dict[str, Any]]
     if head is None:
         return
     prefix = fleet_dir(fleet) + "/"
-    walker = store.repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    walker = store.repo.walk(
+        head.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME
+    )
     shown = 0
     for commit in walker:
         if shown >= limit:
@@ -97,9 +103,7 @@ def history(store: GitStore, fleet: str, limit: int) -> Iterator[dict[str, Any]]
             continue
         shown += 1
         subject, _, body = commit.message.partition("\n")
-        trailers = dict(
-            line.split(": ", 1) for line in body.strip().splitlines() if ": " in line
-        )
+        trailers = dict(line.split(": ", 1) for line in body.strip().splitlines() if ": " in line)
         yield {
             "commit": str(commit.id),
             "time": datetime.fromtimestamp(commit.commit_time, UTC).isoformat(),

@@ -71,6 +71,7 @@ class Node:
     registry: LocalRegistry
     ports: list[int]
     profile_names: list[str | None]
+    extra_env: dict[str, str] = field(default_factory=dict)
     opened: list[Transport] = field(default_factory=list)
 
     @property
@@ -110,6 +111,7 @@ class Node:
             "npm_config_userconfig": str(self.registry.npmrc),
             "npm_config_cache": str(self.root / "npm-cache"),
             "npm_config_update_notifier": "false",
+            **self.extra_env,
         }
 
     def transport(self, fleet: Fleet) -> Transport:

@@ -1,0 +1,702 @@
+"""Facts: read-only observations of one host, each a command plus a pure parser of its output.
+
+Like pyinfra, facts are kept apart from operations: a fact never changes the host, so it can be
+gathered at any time, in parallel, and re-gathered by an operation to verify its own effect.
+Every fact is a `Fact` value (argv, environment, timeout cap, output bound, parser); `gather`
+runs it through a `Transport` and parses the result. The parsers are pure functions of a
+`CommandResult`, so they are tested on real captured output, and they raise `FactParseError`
+(naming the host, the command, what was wrong and a short excerpt) on malformed, truncated,
+binary or gigantic output instead of guessing.
+
+Exit codes are not trusted where the product does not make them meaningful: `doctor --json`
+exits 0 with error findings, `doctor --post-upgrade --json` exits 1 on them, `npm ls` exits 1
+with ELSPROBLEMS for an invalid peer; each still prints the report we read.
+
+The gateway's HTTP probes are fetched from the host itself (the gateway binds to loopback) with
+a `node -e` one-liner rather than curl: node is on every OpenClaw host because the product runs
+on it, curl is not (minimal Linux images), curl's `-w`/`--fail` behaviour varies between
+versions, and one node process fetches all three endpoints (status code AND body) in one round
+trip instead of three.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from reconciler.documents import Finding, Installed, Severity
+from reconciler.errors import CommandFailed, FactParseError
+from reconciler.spec import Host, Profile
+from reconciler.transport import CommandResult, Transport, describe
+from reconciler.versions import parse_node_version, parse_openclaw_banner
+
+T = TypeVar("T")
+
+CORE = "openclaw"
+EXCERPT = 160
+"""Characters of offending output quoted in a FactParseError."""
+
+# Caps on the spec's ssh.commandTimeout, per kind of command (seconds). A real `doctor --json`
+# takes ~8 s, `npm ls` on a real install ~1-2 s, probes are loopback HTTP.
+QUICK_S = 30.0
+NPM_LS_S = 90.0
+DOCTOR_S = 120.0
+PROBE_S = 15.0
+HEALTH_S = 30.0
+
+# Output bounds (bytes, per stream): far above any real output, far below memory trouble.
+SMALL_OUTPUT = 64 * 1024
+PROBE_OUTPUT = 512 * 1024
+REPORT_OUTPUT = 4 * 1024 * 1024
+TREE_OUTPUT = 16 * 1024 * 1024
+
+PROBE_BODY_CHARS = 64 * 1024
+PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
+VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,64}$")
+_SEVERITIES: dict[str, Severity] = {
+    "info": "info",
+    "warning": "warning",
+    "warn": "warning",
+    "error": "error",
+}
+
+# Fetches paths from the gateway on 127.0.0.1 and prints one JSON array of
+# {path, status, body} or {path, status: null, error}. argv: port, timeout ms, paths...
+PROBE_SCRIPT = (
+    "const http=require('http');"
+    "const [port,ms,...paths]=process.argv.slice(1);const max=" + str(PROBE_BODY_CHARS) + ";"
+    "const get=(p)=>new Promise((done)=>{"
+    "const req=http.get({host:'127.0.0.1',port:Number(port),path:p,timeout:Number(ms)},(res)=>{"
+    "let body='';res.setEncoding('utf8');"
+    "res.on('data',(c)=>{if(body.length<max)body+=c;});"
+    "res.on('end',()=>done({path:p,status:res.statusCode,body:body.slice(0,max)}));"
+    "res.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
+    "req.on('timeout',()=>req.destroy(new Error('timeout after '+ms+' ms')));"
+    "req.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
+    "Promise.all(paths.map(get)).then((r)=>process.stdout.write(JSON.stringify(r)+'\\n'));"
+)
+
+# df on the nearest existing ancestor of $1 (a prefix may not exist before the first install).
+DF_SCRIPT = 'p=$1; while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done; exec df -Pk -- "$p"'
+
+
+# --- the Fact value and gathering ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact(Generic[T]):
+    """One read-only observation: what to run, how long it may take, and how to read it."""
+
+    name: str
+    argv: tuple[str, ...]
+    parse: Callable[[str, CommandResult], T]
+    cap_s: float
+    max_output: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def gather(transport: Transport, fact: Fact[T], *, timeout: float) -> T:
+    """Run `fact` on the transport's host (timeout: the spec's, capped by the fact) and parse."""
+    result = transport.run(
+        fact.argv, timeout=min(timeout, fact.cap_s), env=fact.env, max_output=fact.max_output
+    )
+    return fact.parse(transport.host, result)
+
+
+def profile_env(profile: Profile) -> dict[str, str]:
+    """The environment that selects a profile: OPENCLAW_PROFILE (named ones) and its port."""
+    env = {"OPENCLAW_GATEWAY_PORT": str(profile.port)}
+    if profile.name is not None:
+        env["OPENCLAW_PROFILE"] = profile.name
+    return env
+
+
+# --- observation results ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Doctor:
+    """`openclaw doctor --json` or `doctor --post-upgrade --json`, as read."""
+
+    findings: tuple[Finding, ...]
+    ok: bool | None = None
+    checks_run: int | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    """`openclaw health --json`: reachable or not (a result, not an error), and its verdict."""
+
+    reachable: bool
+    ok: bool | None = None
+    ingress_pending: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One HTTP GET against the gateway: status (None when no answer) and the JSON body."""
+
+    path: str
+    status: int | None
+    body: Mapping[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The gateway's /healthz, /readyz and /startupz at one moment."""
+
+    healthz: Probe
+    readyz: Probe
+    startupz: Probe
+
+    @property
+    def running_version(self) -> str | None:
+        """The version the RUNNING gateway reports (/startupz answers it on 200 and 503)."""
+        version = (self.startupz.body or {}).get("version")
+        return version if isinstance(version, str) and VERSION_RE.match(version) else None
+
+    @property
+    def uptime_ms(self) -> int | None:
+        uptime = (self.startupz.body or self.readyz.body or {}).get("uptimeMs")
+        return uptime if isinstance(uptime, int) and not isinstance(uptime, bool) else None
+
+    def summary(self) -> str:
+        return ", ".join(f"{p.path} {p.status or p.error}" for p in self)
+
+    def __iter__(self) -> Iterator[Probe]:
+        return iter((self.healthz, self.readyz, self.startupz))
+
+
+@dataclass(frozen=True)
+class DiskFree:
+    """Free space on the filesystem holding a path (`df -Pk`)."""
+
+    path: str
+    available_kb: int
+
+    @property
+    def free_mb(self) -> int:
+        return self.available_kb // 1024
+
+
+# --- shared parsing helpers ---------------------------------------------------------------------
+
+
+def _fail(host: str, result: CommandResult, what: str, text: str | bytes = b"") -> FactParseError:
+    shown = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
+    excerpt = shown.strip()[:EXCERPT]
+    tail = f"; output starts: {excerpt!r}" if excerpt else ""
+    return FactParseError(host, f"`{describe(result.argv)}`: {what}{tail}")
+
+
+def output_text(host: str, result: CommandResult, *, max_bytes: int = TREE_OUTPUT) -> str:
+    """stdout as text; FactParseError when it was truncated, is too big, or is not UTF-8 text."""
+    data = result.stdout
+    if result.truncated or len(data) > max_bytes:
+        raise _fail(host, result, f"output too large (over {max_bytes} bytes)", data[:EXCERPT])
+    if b"\0" in data:
+        raise _fail(host, result, "binary output (NUL bytes)", data[:EXCERPT])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(host, result, f"output is not UTF-8 ({exc.reason})", data[:EXCERPT]) from None
+
+
+def json_object(host: str, result: CommandResult, *, max_bytes: int) -> dict[str, Any]:
+    """The one JSON object a command printed (noise before it, e.g. warnings, is skipped)."""
+    text = output_text(host, result, max_bytes=max_bytes)
+    document = _decode_json(text)
+    if document is None:
+        raise _fail(host, result, "expected one JSON object, got something else", text)
+    if not isinstance(document, dict):
+        raise _fail(host, result, f"expected a JSON object, got {type(document).__name__}", text)
+    return document
+
+
+def _decode_json(text: str) -> Any:
+    """The whole text as JSON, else the JSON value starting at the first line that opens one."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"^[ \t]*[\[{]", text, re.MULTILINE):
+        start = match.end() - 1
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        return value if not text[end:].strip() else None
+    return None
+
+
+def _field(host: str, result: CommandResult, data: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        shown = json.dumps(value)[:60]
+        raise _fail(host, result, f"`{key}` should be a JSON {kind.__name__}, got {shown}")
+    return value
+
+
+# --- node, openclaw, npm prefix -----------------------------------------------------------------
+
+
+def node_version() -> Fact[str]:
+    """`node --version` -> `22.22.3`."""
+    return Fact("node version", ("node", "--version"), parse_node, QUICK_S, SMALL_OUTPUT)
+
+
+def parse_node(host: str, result: CommandResult) -> str:
+    text = output_text(host, result, max_bytes=SMALL_OUTPUT)
+    version = parse_node_version(text) if result.ok else None
+    if version is None:
+        raise _fail(host, result, f"no node version (exit {result.exit_code})", text)
+    return version
+
+
+def openclaw_version(env: Mapping[str, str] | None = None) -> Fact[str]:
+    """`openclaw --version` -> `2026.9.6` (lenient: `OpenClaw 2026.9.6 (eb377ac)` or older)."""
+    argv = ("openclaw", "--version")
+    return Fact("openclaw version", argv, parse_openclaw, QUICK_S, SMALL_OUTPUT, dict(env or {}))
+
+
+def parse_openclaw(host: str, result: CommandResult) -> str:
+    text = output_text(host, result, max_bytes=SMALL_OUTPUT)
+    version = parse_openclaw_banner(text) if result.ok else None
+    if version is None:
+        raise _fail(host, result, f"no OpenClaw version (exit {result.exit_code})", text)
+    return version
+
+
+def npm_global_prefix() -> Fact[str]:
+    """`npm prefix -g`: where `npm i -g` installs when the spec names no prefix."""
+    return Fact("npm prefix", ("npm", "prefix", "-g"), parse_prefix, QUICK_S, SMALL_OUTPUT)
+
+
+def parse_prefix(host: str, result: CommandResult) -> str:
+    text = output_text(host, result, max_bytes=SMALL_OUTPUT).strip()
+    if not result.ok or not text.startswith("/") or "\n" in text:
+        raise _fail(host, result, f"no absolute prefix (exit {result.exit_code})", text)
+    return text
+
+
+def user_id() -> Fact[int]:
+    """`id -u`: the uid in launchd's `gui/<uid>/<label>` domain and systemd's runtime dir."""
+    return Fact("uid", ("id", "-u"), parse_uid, QUICK_S, SMALL_OUTPUT)
+
+
+def parse_uid(host: str, result: CommandResult) -> int:
+    text = output_text(host, result, max_bytes=SMALL_OUTPUT).strip()
+    if not result.ok or not text.isdigit():
+        raise _fail(host, result, f"not a uid (exit {result.exit_code})", text)
+    return int(text)
+
+
+def home_dir() -> Fact[str]:
+    """The host's HOME as commands see it (to expand `~/` in spec paths)."""
+    return Fact("home", ("printenv", "HOME"), parse_prefix, QUICK_S, SMALL_OUTPUT)
+
+
+def resolve_prefix(transport: Transport, host: Host, *, timeout: float) -> str:
+    """The host's npm prefix as an absolute path: the spec's (with `~/` expanded) or npm's."""
+    if host.npm_prefix is None:
+        return gather(transport, npm_global_prefix(), timeout=timeout)
+    if host.npm_prefix == "~" or host.npm_prefix.startswith("~/"):
+        home = gather(transport, home_dir(), timeout=timeout)
+        return posixpath.normpath(posixpath.join(home, host.npm_prefix[2:]))
+    return posixpath.normpath(host.npm_prefix)
+
+
+def core_package_json(prefix: str) -> str:
+    """Where a global npm install keeps openclaw's package.json under `prefix`."""
+    return posixpath.join(prefix, "lib", "node_modules", CORE, "package.json")
+
+
+def installed_core_version(transport: Transport, prefix: str) -> str | None:
+    """openclaw's version from its installed package.json (None when not installed)."""
+    path = core_package_json(prefix)
+    try:
+        data = transport.read_file(path, max_bytes=SMALL_OUTPUT)
+    except FileNotFoundError:
+        return None
+    result = CommandResult(("cat", path), 0, data, b"", 0.0, truncated=False)
+    version = json_object(transport.host, result, max_bytes=SMALL_OUTPUT).get("version")
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise _fail(transport.host, result, "package.json has no valid `version`", data)
+    return version
+
+
+# --- the installed npm tree ---------------------------------------------------------------------
+
+
+def npm_tree(prefix: str) -> Fact[Installed]:
+    """Top-level packages, invalid peers and second copies at depth 1 (`--long` for paths)."""
+    argv = ("npm", "ls", "-g", "--json", "--long", "--depth=1", "--prefix", prefix)
+    return Fact("npm tree", argv, parse_npm_ls, NPM_LS_S, TREE_OUTPUT)
+
+
+def openclaw_copies(prefix: str) -> Fact[Installed]:
+    """Every copy of openclaw at ANY depth: npm ls filtered to it, so the output stays small."""
+    argv = ("npm", "ls", "-g", "--json", "--long", "--all", "--prefix", prefix, CORE)
+    return Fact("openclaw copies", argv, parse_npm_ls, NPM_LS_S, TREE_OUTPUT)
+
+
+def installed(transport: Transport, prefix: str, *, timeout: float) -> Installed:
+    """The installed tree: depth-1 listing merged with the any-depth search for openclaw
+    (both at once: each `npm ls` loads the whole tree, ~0.4 s here)."""
+    with ThreadPoolExecutor(2, thread_name_prefix=f"npm-ls-{transport.host}") as pool:
+        top = pool.submit(gather, transport, npm_tree(prefix), timeout=timeout)
+        deep = pool.submit(gather, transport, openclaw_copies(prefix), timeout=timeout)
+        return merge_trees(top.result(), deep.result())
+
+
+def merge_trees(top: Installed, deep: Installed) -> Installed:
+    """`top`'s core and plugins, with duplicates and problems from both listings."""
+    return Installed(
+        core=top.core,
+        plugins=top.plugins,
+        duplicates=sorted({*top.duplicates, *deep.duplicates}),
+        problems=list(dict.fromkeys([*top.problems, *deep.problems])),
+    )
+
+
+def parse_npm_ls(host: str, result: CommandResult) -> Installed:
+    """`npm ls -g --json --long` -> Installed. Exit 1 with ELSPROBLEMS is a result, not a failure;
+    an absent `<prefix>/lib` (ENOENT) is an empty tree."""
+    doc = json_object(host, result, max_bytes=TREE_OUTPUT)
+    deps = doc.get("dependencies", {})
+    if not isinstance(deps, dict):
+        raise _fail(host, result, "`dependencies` is not an object", json.dumps(deps)[:200])
+    error = doc.get("error")
+    if isinstance(error, dict) and not _tolerated(error, deps):
+        summary = str(error.get("summary", "")).strip()[:300]
+        raise CommandFailed(host, f"`{describe(result.argv)}`: npm {error.get('code')}: {summary}")
+    if not result.ok and not isinstance(error, dict):
+        raise _fail(host, result, f"npm ls exited {result.exit_code} without an error report")
+    root = doc.get("path") if isinstance(doc.get("path"), str) else None
+    tree = _Tree(host, result, root)
+    return Installed(
+        core=tree.version_of(deps.get(CORE), CORE),
+        plugins={
+            name: tree.version_of(node, name) or "missing"
+            for name, node in sorted(deps.items())
+            if name != CORE
+        },
+        duplicates=tree.duplicates(deps),
+        problems=tree.problems(doc, deps),
+    )
+
+
+def _tolerated(error: Mapping[str, Any], deps: Mapping[str, Any]) -> bool:
+    code = error.get("code")
+    return code == "ELSPROBLEMS" or (code == "ENOENT" and not deps)
+
+
+@dataclass
+class _Tree:
+    """Walks one `npm ls --json --long` document."""
+
+    host: str
+    result: CommandResult
+    root: str | None
+
+    def version_of(self, node: object, name: str) -> str | None:
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            raise _fail(self.host, self.result, f"entry for {name} is not an object")
+        version = node.get("version")
+        if version is None and node.get("missing"):
+            return None
+        if not isinstance(version, str) or not VERSION_RE.match(version):
+            raise _fail(self.host, self.result, f"{name} has no valid version: {version!r}")
+        return version
+
+    def walk(self, deps: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every (name, node) in the tree, parents first; bounded by the (bounded) output."""
+        stack = [iter(deps.items())]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
+            name, node = entry
+            if not isinstance(node, dict):
+                raise _fail(self.host, self.result, f"entry for {name} is not an object")
+            yield name, node
+            children = node.get("dependencies")
+            if isinstance(children, dict) and children:
+                stack.append(iter(children.items()))
+
+    def duplicates(self, deps: Mapping[str, Any]) -> list[str]:
+        """Every copy of openclaw other than the top-level one, as `relative/path@version`."""
+        top = deps.get(CORE)
+        top_path = top.get("path") if isinstance(top, dict) else None
+        found = set()
+        for name, node in self.walk(deps):
+            if name != CORE or node is top or node.get("missing"):
+                continue
+            path = node.get("path")
+            if not isinstance(path, str):
+                raise _fail(self.host, self.result, "an openclaw entry has no `path` (no --long?)")
+            if path != top_path:
+                found.add(f"{self._relative(path)}@{self.version_of(node, CORE)}")
+        return sorted(found)
+
+    def problems(self, doc: Mapping[str, Any], deps: Mapping[str, Any]) -> list[str]:
+        """npm's own `problems` (root and nested), paths made relative to the prefix's lib."""
+        raw: list[object] = list(doc.get("problems") or [])
+        for _, node in self.walk(deps):
+            raw.extend(node.get("problems") or [])
+        texts = [self._relative_text(str(p)) for p in raw]
+        return list(dict.fromkeys(texts))
+
+    def _relative(self, path: str) -> str:
+        if self.root and (path == self.root or path.startswith(self.root + "/")):
+            return posixpath.relpath(path, self.root)
+        return path
+
+    def _relative_text(self, text: str) -> str:
+        return text.replace(self.root + "/", "") if self.root else text
+
+
+def diff_versions(have: Installed, wanted: Mapping[str, str]) -> list[str]:
+    """How `have`'s versions differ from the wanted exact versions; empty when equal.
+
+    Unpinned top-level packages outside the `@openclaw/` scope (npm itself, corepack, ...) are
+    not ours and are ignored; unpinned `@openclaw/*` plugins are a difference.
+    """
+    current = {CORE: have.core, **have.plugins}
+    wrong = [
+        f"{name} is {current.get(name) or 'not installed'}, wanted {version}"
+        for name, version in wanted.items()
+        if current.get(name) != version
+    ]
+    return wrong + [
+        f"{name}@{version} is installed but not pinned"
+        for name, version in sorted(have.plugins.items())
+        if name.startswith("@openclaw/") and name not in wanted
+    ]
+
+
+def diff_installed(have: Installed, wanted: Mapping[str, str]) -> list[str]:
+    """`diff_versions`, plus every second copy of openclaw and every npm problem."""
+    wrong = diff_versions(have, wanted)
+    wrong += [f"second copy of openclaw at {d}" for d in have.duplicates]
+    return wrong + [f"npm reports: {p}" for p in have.problems]
+
+
+# --- doctor and health --------------------------------------------------------------------------
+
+
+def doctor(env: Mapping[str, str] | None = None) -> Fact[Doctor]:
+    """`openclaw doctor --json` (exit code ignored: the findings decide)."""
+    argv = ("openclaw", "doctor", "--json")
+    return Fact("doctor", argv, parse_doctor, DOCTOR_S, REPORT_OUTPUT, dict(env or {}))
+
+
+def post_upgrade(env: Mapping[str, str] | None = None) -> Fact[Doctor]:
+    """`openclaw doctor --post-upgrade --json` (exits 1 on error findings; still a report)."""
+    argv = ("openclaw", "doctor", "--post-upgrade", "--json")
+    return Fact("post-upgrade doctor", argv, parse_doctor, DOCTOR_S, REPORT_OUTPUT, dict(env or {}))
+
+
+def parse_doctor(host: str, result: CommandResult) -> Doctor:
+    """Either doctor shape: `{ok, checksRun, findings}` or `{probesRun, findings}`."""
+    doc = json_object(host, result, max_bytes=REPORT_OUTPUT)
+    items = _field(host, result, doc, "findings", list)
+    ok = doc.get("ok")
+    checks = doc.get("checksRun")
+    return Doctor(
+        findings=tuple(parse_finding(host, result, item) for item in items),
+        ok=ok if isinstance(ok, bool) else None,
+        checks_run=checks if isinstance(checks, int) and not isinstance(checks, bool) else None,
+    )
+
+
+def parse_finding(host: str, result: CommandResult, item: object) -> Finding:
+    """A finding as doctor (`checkId`/`severity`) or post-upgrade (`code`/`level`) writes it."""
+    if not isinstance(item, dict):
+        raise _fail(host, result, f"a finding is not an object: {json.dumps(item)[:80]}")
+    check_id = item.get("checkId", item.get("code"))
+    severity = _SEVERITIES.get(str(item.get("severity", item.get("level"))))
+    if not isinstance(check_id, str) or not check_id or severity is None:
+        raise _fail(
+            host, result, f"a finding lacks checkId or a known severity: {json.dumps(item)[:120]}"
+        )
+    message = item.get("message")
+    hint = item.get("fixHint")
+    return Finding(
+        check_id=check_id,
+        severity=severity,
+        message=message if isinstance(message, str) else "",
+        fix_hint=hint if isinstance(hint, str) else None,
+    )
+
+
+def health(env: Mapping[str, str] | None = None) -> Fact[Health]:
+    """`openclaw health --json` (needs OPENCLAW_GATEWAY_PORT, maybe OPENCLAW_GATEWAY_TOKEN)."""
+    argv = ("openclaw", "health", "--json")
+    return Fact("health", argv, parse_health, HEALTH_S, REPORT_OUTPUT, dict(env or {}))
+
+
+def parse_health(host: str, result: CommandResult) -> Health:
+    """A snapshot when one was printed; a non-zero exit without one means unreachable."""
+    text = output_text(host, result, max_bytes=REPORT_OUTPUT)
+    snapshot = _decode_json(text)
+    if not isinstance(snapshot, dict):
+        if result.ok:
+            raise _fail(host, result, "exit 0 but no JSON snapshot", text)
+        why = result.error_text().strip().splitlines()
+        return Health(reachable=False, detail=(why[0] if why else f"exit {result.exit_code}")[:300])
+    ok = _field(host, result, snapshot, "ok", bool)
+    return Health(reachable=True, ok=ok, ingress_pending=_ingress_pending(snapshot))
+
+
+def _ingress_pending(snapshot: Mapping[str, Any]) -> int:
+    queues = snapshot.get("deliveryQueues")
+    lanes = queues.get("ingressPressure") if isinstance(queues, dict) else None
+    if not isinstance(lanes, list):
+        return 0
+    counts = (lane.get("pendingCount") for lane in lanes if isinstance(lane, dict))
+    return sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool))
+
+
+# --- HTTP probes --------------------------------------------------------------------------------
+
+
+def probes(port: int, *, request_timeout_s: float = 5.0) -> Fact[Probes]:
+    """GET /healthz, /readyz and /startupz on 127.0.0.1:`port`, from the host itself."""
+    ms = str(max(1, int(request_timeout_s * 1000)))
+    argv = ("node", "-e", PROBE_SCRIPT, "--", str(port), ms, *PROBE_PATHS)
+    return Fact("probes", argv, parse_probes, PROBE_S, PROBE_OUTPUT)
+
+
+def parse_probes(host: str, result: CommandResult) -> Probes:
+    text = output_text(host, result, max_bytes=PROBE_OUTPUT)
+    items = _decode_json(text) if result.ok else None
+    if not isinstance(items, list) or len(items) != len(PROBE_PATHS):
+        raise _fail(
+            host, result, f"no probe results (exit {result.exit_code})", text or result.stderr
+        )
+    by_path = {p.path: p for p in (_probe(host, result, item) for item in items)}
+    if set(by_path) != set(PROBE_PATHS):
+        raise _fail(host, result, f"probe results for {sorted(by_path)}", text)
+    return Probes(by_path["/healthz"], by_path["/readyz"], by_path["/startupz"])
+
+
+def _probe(host: str, result: CommandResult, item: object) -> Probe:
+    if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+        raise _fail(host, result, f"malformed probe result {json.dumps(item)[:80]}")
+    status = item.get("status")
+    if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
+        raise _fail(host, result, f"probe status is not a number: {status!r}")
+    body = _decode_json(item["body"]) if isinstance(item.get("body"), str) else None
+    error = item.get("error")
+    return Probe(
+        path=item["path"],
+        status=status,
+        body=body if isinstance(body, dict) else None,
+        error=str(error) if error is not None else None,
+    )
+
+
+# --- disk ---------------------------------------------------------------------------------------
+
+
+def disk_free(path: str) -> Fact[DiskFree]:
+    """`df -Pk` on `path` (or its nearest existing ancestor)."""
+    argv = ("sh", "-c", DF_SCRIPT, "sh", path)
+    return Fact("disk free", argv, parse_df, QUICK_S, SMALL_OUTPUT)
+
+
+_DF_LINE = re.compile(r"^(?P<fs>.+?)\s+(\d+)\s+(\d+)\s+(?P<avail>\d+)\s+(\d+)%\s+(?P<mount>/.*)$")
+
+
+def parse_df(host: str, result: CommandResult) -> DiskFree:
+    """POSIX `df -P` output: a header and one line per filesystem; we asked for one."""
+    text = output_text(host, result, max_bytes=SMALL_OUTPUT)
+    lines = [line for line in text.splitlines() if line.strip()]
+    match = _DF_LINE.match(lines[-1]) if result.ok and len(lines) == 2 else None
+    if match is None:
+        raise _fail(
+            host, result, f"not `df -Pk` output (exit {result.exit_code})", text or result.stderr
+        )
+    return DiskFree(path=match["mount"], available_kb=int(match["avail"]))
+
+
+# --- the registry, from the host's side ---------------------------------------------------------
+
+
+def registry_ping(registry: str) -> Fact[bool]:
+    """`npm ping --registry R`: can this host reach the registry it installs from?"""
+    # One attempt with a bounded wait: npm's default retries take ~30 s to give up.
+    argv = ("npm", "ping", "--registry", registry, "--fetch-retries=0", "--fetch-timeout=10000")
+    return Fact("registry ping", argv, parse_ping, QUICK_S, SMALL_OUTPUT)
+
+
+def parse_ping(host: str, result: CommandResult) -> bool:
+    """Exit 0 means the registry answered; anything else is "not reachable", not an error."""
+    return result.ok
+
+
+@dataclass(frozen=True)
+class ReleaseRanges:
+    """The ranges of one published release that decide where it may be installed."""
+
+    engines_node: str | None = None
+    peer_openclaw: str | None = None
+    min_host_version: str | None = None
+
+
+def release_ranges(registry: str, name: str, version: str) -> Fact[ReleaseRanges]:
+    """`npm view name@version --json` from the host (the whole manifest: asking for single
+    fields makes npm print a bare value whenever only one of them is set, which is ambiguous)."""
+    argv = ("npm", "view", f"{name}@{version}", "--json", "--registry", registry)
+    return Fact("release manifest", argv, parse_release, QUICK_S, REPORT_OUTPUT)
+
+
+def parse_release(host: str, result: CommandResult) -> ReleaseRanges:
+    doc = json_object(host, result, max_bytes=REPORT_OUTPUT)
+    error = doc.get("error")
+    if isinstance(error, dict) or not result.ok:
+        why = error.get("summary") if isinstance(error, dict) else _stderr_line(result)
+        raise CommandFailed(host, f"`{describe(result.argv)}` failed: {why}")
+    return ReleaseRanges(
+        engines_node=_nested_str(doc, "engines", "node"),
+        peer_openclaw=_nested_str(doc, "peerDependencies", CORE),
+        min_host_version=_nested_str(doc, CORE, "install", "minHostVersion"),
+    )
+
+
+def _nested_str(doc: Mapping[str, Any], *path: str) -> str | None:
+    value: Any = doc
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _stderr_line(result: CommandResult) -> str:
+    lines = [line for line in result.error_text().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return ((errors or lines or [f"exit {result.exit_code}"])[0]).strip()[:300]
+
+
+def stderr_summary(result: CommandResult, lines: int = 6) -> str:
+    """The last few meaningful stderr lines, for error messages."""
+    kept = [line.strip() for line in result.error_text().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])[:800] or f"exit {result.exit_code}"

@@ -1,0 +1,454 @@
+"""Operations: the only code that changes a host, each verifying its own effect.
+
+An operation acts, then re-reads facts to prove the act took: an install re-reads the npm tree
+and fails unless it equals the wanted pins exactly (no second copy of openclaw, no npm problem,
+no version off by one); a restart watches /startupz until a NEW gateway process answers (its
+uptime is shorter than the time since we asked for the restart). Becoming ready is a separate
+wait (`wait_ready`), because a restart that took is not yet a healthy gateway, and the caller
+owns that budget (the spec's probe timeout).
+
+Why the install looks the way it does:
+
+* Core first, then all plugins in ONE npm call. The plugins' peer ranges follow the core, so
+  installing the core first means each plugin lands next to the core it will run with; one call
+  for the plugins makes them one transaction for npm (one resolve, one reify) and one round trip.
+  Only packages whose installed version differs are touched, so a re-run is a no-op.
+* `--allow-scripts=openclaw`: npm >= 11.15 asks for it on global installs (11.19 here still runs
+  an uncovered postinstall, but warns; a host configured with `strict-allow-scripts` fails
+  without it). Only openclaw's scripts are allowed, nothing else's.
+* Refuse before touching anything, like OpenClaw's own updater: `node --version` against each
+  release's `engines.node`, and each plugin's `peerDependencies.openclaw` and
+  `openclaw.install.minHostVersion` against the core it will run with (from the lock, else from
+  `npm view` on the host). npm would not refuse a peer mismatch: it silently nests a second copy
+  of openclaw under the plugin (or, for an optional peer, leaves an invalid one). `--engine-strict`
+  then covers the dependencies we did not check ourselves.
+* `prefer_offline=True` (rollbacks) adds `--prefer-offline`: the prior versions come from the
+  host's npm cache, so a registry outage cannot block going back.
+* Unpinned `@openclaw/*` packages are removed (`prune`): otherwise a plugin dropped from the spec
+  would stay and the tree could never equal the pins. Other global packages are never touched.
+
+Every value that reaches a command comes from the validated spec, or is validated here (pins
+from a bookmark), and travels as one argv element: the transport quotes, no shell parses it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from reconciler import facts
+from reconciler.documents import Installed
+from reconciler.errors import (
+    CommandFailed,
+    CommandTimeout,
+    FactParseError,
+    HostError,
+    PermanentError,
+    TemporaryError,
+)
+from reconciler.lock import Lock
+from reconciler.planner import Pin
+from reconciler.spec import NPM_NAME, Fleet, Host, Profile, seconds
+from reconciler.transport import CommandResult, Transport, describe
+from reconciler.versions import is_exact, satisfies
+
+CORE = facts.CORE
+_NPM_NAME = re.compile(NPM_NAME)
+RESTART_POLL_S = 0.2
+READY_POLL_S = 0.25
+
+
+class NodeEngineUnsupported(HostError, PermanentError):
+    """The host's Node does not satisfy a release's `engines.node`; nothing was changed."""
+
+
+class PluginIncompatible(HostError, PermanentError):
+    """A plugin's peer range or minHostVersion excludes the core; nothing was changed."""
+
+
+class InsufficientDisk(HostError, PermanentError):
+    """Less free space under the npm prefix than `rollout.minFreeDiskMb`."""
+
+
+class InstallVerificationFailed(HostError, PermanentError):
+    """After installing, the npm tree is not exactly the wanted pins."""
+
+
+class RestartNotObserved(HostError, TemporaryError):
+    """The restart command succeeded but no new gateway process answered /startupz in time."""
+
+
+class GatewayNotReady(HostError, PermanentError):
+    """/readyz did not answer 200 within the budget."""
+
+
+class RunningVersionMismatch(HostError, PermanentError):
+    """The gateway is ready but runs another version than the one installed."""
+
+
+# --- install ------------------------------------------------------------------------------------
+
+
+def wanted_versions(pins: Mapping[str, str] | Sequence[Pin]) -> dict[str, str]:
+    """Pins as an ordered {name: exact version}, core first; refuses anything not exact."""
+    pairs = list(pins.items()) if isinstance(pins, Mapping) else [(p.name, p.version) for p in pins]
+    wanted: dict[str, str] = {}
+    for name, version in sorted(pairs, key=lambda pair: pair[0] != CORE):
+        if not _NPM_NAME.match(name) or not is_exact(version):
+            raise ValueError(f"not an exact npm pin: {name}@{version}")
+        wanted[name] = version
+    return wanted
+
+
+def install(
+    fleet: Fleet,
+    host: Host,
+    transport: Transport,
+    pins: Mapping[str, str] | Sequence[Pin],
+    *,
+    lock: Lock | None = None,
+    prefer_offline: bool = False,
+    prune: bool = True,
+) -> Installed:
+    """Install the pins (core, then plugins) and return the verified tree."""
+    wanted = wanted_versions(pins)
+    quick = seconds(fleet.ssh.command_timeout)
+    prefix = facts.resolve_prefix(transport, host, timeout=quick)
+    before = facts.installed(transport, prefix, timeout=quick)
+    have = {CORE: before.core, **before.plugins}
+    todo = {name: v for name, v in wanted.items() if have.get(name) != v}
+    extras = _unpinned(before, wanted) if prune else []
+    if not todo and not extras:
+        return _verified(transport.host, before, wanted)  # nothing to do: `before` is the proof
+    npm = NpmInstaller(fleet, transport, prefix, prefer_offline)
+    if todo:
+        core = wanted.get(CORE, before.core)
+        preflight(
+            fleet,
+            host,
+            transport,
+            prefix,
+            todo,
+            core=core,
+            lock=lock,
+            prefer_offline=prefer_offline,
+        )
+        if CORE in todo:
+            _install_core(fleet, transport, npm, todo[CORE], fresh=before.core is None)
+        npm.install({n: v for n, v in todo.items() if n != CORE})
+    npm.uninstall(extras)
+    return verify_installed(transport, prefix, wanted, timeout=quick)
+
+
+def verify_installed(
+    transport: Transport, prefix: str, wanted: Mapping[str, str], *, timeout: float
+) -> Installed:
+    """Re-read the tree; raise InstallVerificationFailed unless it is exactly `wanted`."""
+    return _verified(transport.host, facts.installed(transport, prefix, timeout=timeout), wanted)
+
+
+def _verified(host: str, tree: Installed, wanted: Mapping[str, str]) -> Installed:
+    wrong = facts.diff_installed(tree, wanted)
+    if wrong:
+        message = "installed tree differs from the pins: " + "; ".join(wrong)
+        raise InstallVerificationFailed(host, message)
+    return tree
+
+
+def _unpinned(tree: Installed, wanted: Mapping[str, str]) -> list[str]:
+    return [n for n in sorted(tree.plugins) if n.startswith("@openclaw/") and n not in wanted]
+
+
+def preflight(
+    fleet: Fleet,
+    host: Host,
+    transport: Transport,
+    prefix: str,
+    todo: Mapping[str, str],
+    *,
+    core: str | None,
+    lock: Lock | None = None,
+    prefer_offline: bool = False,
+) -> None:
+    """Refuse before touching anything: a release whose engines.node excludes this host's
+    Node, a plugin whose peer range or minHostVersion excludes `core` (npm would silently nest
+    a second openclaw, or leave an invalid peer), too little free disk. The facts are read
+    concurrently (one `npm view` per release without a lock)."""
+    quick = seconds(fleet.ssh.command_timeout)
+    with ThreadPoolExecutor(len(todo) + 2, thread_name_prefix=f"preflight-{host.name}") as pool:
+        node_f = pool.submit(facts.gather, transport, facts.node_version(), timeout=quick)
+        disk_f = pool.submit(facts.gather, transport, facts.disk_free(prefix), timeout=quick)
+        range_fs = {
+            name: pool.submit(_ranges, fleet, transport, name, v, lock, prefer_offline, quick)
+            for name, v in todo.items()
+        }
+        node, disk = node_f.result(), disk_f.result()
+        ranges = {name: future.result() for name, future in range_fs.items()}
+    for name, r in ranges.items():
+        if r.engines_node and not satisfies(node, r.engines_node):
+            raise NodeEngineUnsupported(
+                host.name,
+                f"{name}@{todo[name]} requires Node {r.engines_node!r} (engines.node) but this "
+                f"host runs Node {node}; refusing to install, nothing was changed",
+            )
+    for name, r in ranges.items():
+        _check_core_ranges(host, f"{name}@{todo[name]}", r, core)
+    if disk.free_mb < fleet.rollout.min_free_disk_mb:
+        raise InsufficientDisk(
+            host.name,
+            f"{disk.free_mb} MB free on {disk.path} (holding {prefix}), "
+            f"rollout.minFreeDiskMb is {fleet.rollout.min_free_disk_mb}; nothing was changed",
+        )
+
+
+def _check_core_ranges(
+    host: Host, what: str, ranges: facts.ReleaseRanges, core: str | None
+) -> None:
+    if core is None or what.startswith(f"{CORE}@"):
+        return
+    checks = {
+        "peerDependencies.openclaw": ranges.peer_openclaw,
+        "openclaw.install.minHostVersion": ranges.min_host_version,
+    }
+    for label, wanted in checks.items():
+        if wanted and not satisfies(core, wanted):
+            raise PluginIncompatible(
+                host.name,
+                f"{what} declares {label} {wanted!r}, which excludes openclaw {core} (npm would "
+                "install a second copy of openclaw or leave an invalid peer); nothing was changed",
+            )
+
+
+def _ranges(
+    fleet: Fleet,
+    transport: Transport,
+    name: str,
+    version: str,
+    lock: Lock | None,
+    prefer_offline: bool,
+    timeout: float,
+) -> facts.ReleaseRanges:
+    """The release's ranges: from the lock when it has this release, else from the registry
+    as the host sees it (from the npm cache first when `prefer_offline`)."""
+    locked = lock.package(name) if lock is not None else None
+    if locked is not None and locked.version == version:
+        return facts.ReleaseRanges(
+            locked.engines_node, locked.peer_openclaw, locked.min_host_version
+        )
+    fact = facts.release_ranges(fleet.openclaw.registry, name, version)
+    if not prefer_offline:
+        return facts.gather(transport, fact, timeout=timeout)
+    try:
+        offline = replace(fact, argv=(*fact.argv, "--prefer-offline"))
+        return facts.gather(transport, offline, timeout=timeout)
+    except (CommandFailed, CommandTimeout):
+        # A rollback reinstalls versions this host ran before; a registry outage must not
+        # block it (npm caches only the abbreviated metadata `npm view` does not read), so the
+        # ranges stay unknown and npm's --engine-strict is the check.
+        return facts.ReleaseRanges()
+
+
+@dataclass(frozen=True)
+class NpmInstaller:
+    """`npm install -g` / `npm uninstall -g` under one prefix from the spec's registry."""
+
+    fleet: Fleet
+    transport: Transport
+    prefix: str
+    prefer_offline: bool
+
+    def _common(self) -> list[str]:
+        flags = ["--prefix", self.prefix, "--registry", self.fleet.openclaw.registry]
+        flags += ["--no-audit", "--no-fund"]
+        return flags + (["--prefer-offline"] if self.prefer_offline else [])
+
+    def install(self, packages: Mapping[str, str]) -> None:
+        if packages:
+            specs = [f"{name}@{version}" for name, version in packages.items()]
+            flags = ["--allow-scripts=openclaw", "--engine-strict"]  # see the module docstring
+            self._run(["npm", "install", "-g", *self._common(), *flags, *specs])
+
+    def uninstall(self, names: Sequence[str]) -> None:
+        if names:
+            self._run(["npm", "uninstall", "-g", *self._common(), *names])
+
+    def _run(self, argv: list[str]) -> None:
+        timeout = seconds(self.fleet.rollout.install_timeout)
+        result = self.transport.run(argv, timeout=timeout, max_output=facts.REPORT_OUTPUT)
+        if not result.ok:
+            raise _failed(self.transport.host, result)
+
+
+def _install_core(
+    fleet: Fleet, transport: Transport, npm: NpmInstaller, version: str, *, fresh: bool
+) -> None:
+    """The core by the spec's method; `openclaw update` needs an openclaw, so a fresh host (or
+    the npm method) installs with npm."""
+    if fleet.openclaw.install == "npm" or fresh:
+        npm.install({CORE: version})
+        return
+    env = {"npm_config_registry": fleet.openclaw.registry}
+    if npm.prefer_offline:
+        env["npm_config_prefer_offline"] = "true"
+    argv = ["openclaw", "update", "--tag", version, "--json", "--yes", "--no-restart"]
+    timeout = seconds(fleet.rollout.install_timeout)
+    result = transport.run(argv, timeout=timeout, env=env, max_output=facts.REPORT_OUTPUT)
+    _check_update(transport.host, result)
+
+
+def _check_update(host: str, result: CommandResult) -> None:
+    """`openclaw update --json` reports `status` ok/skipped/error (and a reason)."""
+    try:
+        report = facts.json_object(host, result, max_bytes=facts.REPORT_OUTPUT)
+    except FactParseError:
+        raise _failed(host, result) from None
+    if report.get("status") != "ok":
+        reason = report.get("message") or report.get("reason") or facts.stderr_summary(result)
+        raise CommandFailed(
+            host, f"`{describe(result.argv)}` ended with status {report.get('status')!r}: {reason}"
+        )
+
+
+def _failed(host: str, result: CommandResult) -> CommandFailed:
+    return CommandFailed(
+        host,
+        f"`{describe(result.argv)}` failed (exit {result.exit_code}): "
+        f"{facts.stderr_summary(result)}",
+    )
+
+
+# --- restart ------------------------------------------------------------------------------------
+
+
+def launchd_label(profile: Profile) -> str:
+    if profile.service:
+        return profile.service
+    return "ai.openclaw.gateway" if profile.name is None else f"ai.openclaw.{profile.name}"
+
+
+def systemd_unit(profile: Profile) -> str:
+    if profile.service:
+        return profile.service
+    suffix = "" if profile.name is None else f"-{profile.name}"
+    return f"openclaw-gateway{suffix}.service"
+
+
+def restart_command(
+    fleet: Fleet, host: Host, profile: Profile, transport: Transport
+) -> tuple[list[str], dict[str, str]]:
+    """argv and env that restart one profile's gateway through the host's service manager."""
+    env = facts.profile_env(profile)
+    if host.service_manager == "command":
+        if not host.restart_command:
+            raise ValueError(f"{host.name}: serviceManager is command but restartCommand is unset")
+        return list(host.restart_command), env
+    uid = facts.gather(transport, facts.user_id(), timeout=seconds(fleet.ssh.command_timeout))
+    if host.service_manager == "launchd":
+        return ["launchctl", "kickstart", "-k", f"gui/{uid}/{launchd_label(profile)}"], env
+    env["XDG_RUNTIME_DIR"] = f"/run/user/{uid}"  # `systemctl --user` over a non-login session
+    return ["systemctl", "--user", "restart", systemd_unit(profile)], env
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """A restart that took: the new gateway answered /startupz."""
+
+    profile: str
+    status: int | None
+    uptime_ms: int
+    running_version: str | None
+    seconds: float
+
+
+def restart(
+    fleet: Fleet,
+    host: Host,
+    profile: Profile,
+    transport: Transport,
+    *,
+    timeout: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Restarted:
+    """Restart one profile's gateway and wait until a NEW process answers /startupz."""
+    quick = seconds(fleet.ssh.command_timeout)
+    budget = timeout if timeout is not None else seconds(fleet.rollout.probe_timeout)
+    argv, env = restart_command(fleet, host, profile, transport)
+    started = time.monotonic()
+    result = transport.run(argv, timeout=quick, env=env, max_output=facts.SMALL_OUTPUT)
+    if not result.ok:
+        raise _failed(host.name, result)
+    while True:
+        probes = facts.gather(transport, facts.probes(profile.port), timeout=quick)
+        elapsed = time.monotonic() - started
+        uptime = probes.uptime_ms
+        if probes.startupz.status is not None and uptime is not None and uptime <= elapsed * 1000:
+            return Restarted(
+                profile.key(), probes.startupz.status, uptime, probes.running_version, elapsed
+            )
+        if elapsed >= budget:
+            raise RestartNotObserved(
+                host.name,
+                f"profile {profile.key()}: `{describe(argv)}` succeeded but no new gateway "
+                f"answered on port {profile.port} within {budget:g}s ({probes.summary()})",
+            )
+        sleep(RESTART_POLL_S)
+
+
+def restart_host(
+    fleet: Fleet, host: Host, transport: Transport, *, timeout: float | None = None
+) -> list[Restarted]:
+    """Restart every profile of the host, one after the other."""
+    return [restart(fleet, host, p, transport, timeout=timeout) for p in host.profiles]
+
+
+# --- wait until ready ---------------------------------------------------------------------------
+
+
+def wait_ready(
+    fleet: Fleet,
+    host: Host,
+    profile: Profile,
+    transport: Transport,
+    *,
+    timeout: float,
+    expected_version: str | None = None,
+    interval: float = READY_POLL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> facts.Probes:
+    """Poll /readyz until 200 (GatewayNotReady after `timeout`), then check that the running
+    version (/startupz) equals `expected_version`, by default the installed core's."""
+    quick = seconds(fleet.ssh.command_timeout)
+    deadline = time.monotonic() + timeout
+    probes = facts.gather(transport, facts.probes(profile.port), timeout=quick)
+    while not probes.readyz.ok:
+        if time.monotonic() >= deadline:
+            raise GatewayNotReady(
+                host.name,
+                f"profile {profile.key()} (port {profile.port}) not ready after {timeout:g}s: "
+                f"{_why_not_ready(probes)}",
+            )
+        sleep(interval)
+        probes = facts.gather(transport, facts.probes(profile.port), timeout=quick)
+    expected = expected_version or _installed_core(fleet, host, transport, quick)
+    if probes.running_version != expected:
+        raise RunningVersionMismatch(
+            host.name,
+            f"profile {profile.key()} is ready but runs openclaw {probes.running_version}, "
+            f"installed is {expected} (restart it)",
+        )
+    return probes
+
+
+def _installed_core(fleet: Fleet, host: Host, transport: Transport, timeout: float) -> str | None:
+    prefix = facts.resolve_prefix(transport, host, timeout=timeout)
+    return facts.installed_core_version(transport, prefix)
+
+
+def _why_not_ready(probes: facts.Probes) -> str:
+    body = probes.readyz.body or {}
+    failing = body.get("failing")
+    detail = f" failing {failing}" if failing else ""
+    return f"/readyz {probes.readyz.status or probes.readyz.error}{detail}"

@@ -1,0 +1,336 @@
+"""Readiness: one merged, hashed document per host, built from facts alone.
+
+The runbook's "one readiness JSON per host": the installed tree, doctor and post-upgrade
+findings, the probes, the running version, health and LB weight of every profile, a verdict
+(`green`) with every reason it is not green, and two digests. The verdict is never taken from an
+exit code or from doctor's `ok` (false on every healthy host because of one warning): doctor
+findings count only at or above the spec's `doctorThreshold`.
+
+`fingerprint` covers what peers on one release must share (documents.fingerprint_basis), so two
+hosts on the same versions get the same one while their readiness_sha256 differ; `basis` keeps
+its input in the document so a status can name the fields two hosts disagree on.
+
+A fact that fails for a reason about the product (a missing binary, a doctor that prints
+garbage or hangs) makes the host red with that reason: the document still gets written. Only
+errors about reaching the host (unreachable, wrong key, refused credentials) propagate, because
+then there is nothing to observe. Host-level facts and each profile's facts run concurrently over
+the host's one connection; `observe_all` observes hosts in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from reconciler import facts
+from reconciler.canonical import sha256_of
+from reconciler.documents import (
+    SEVERITY_RANK,
+    Finding,
+    Installed,
+    ProfileReadiness,
+    Readiness,
+    fingerprint_basis,
+    seal_readiness,
+)
+from reconciler.errors import (
+    CommandFailed,
+    CommandTimeout,
+    FactParseError,
+    MissingBinary,
+    ReconcilerError,
+)
+from reconciler.lock import Lock
+from reconciler.planner import server_name
+from reconciler.spec import Fleet, Host, Profile, seconds
+from reconciler.transport import Transport
+from reconciler.versions import satisfies
+
+T = TypeVar("T")
+
+PRODUCT_ERRORS = (MissingBinary, FactParseError, CommandFailed, CommandTimeout)
+"""Errors that describe the host's product state: recorded as reasons, not raised."""
+PER_HOST_WORKERS = 4
+FLEET_WORKERS = 32
+
+
+@dataclass
+class _Reasons:
+    """Collects why a host is not green, without repeats. Each concurrent task gets its own
+    instance and they are merged in a fixed order, so the same state gives the same document."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        if reason not in self.items:
+            self.items.append(reason)
+
+    def extend(self, other: _Reasons) -> None:
+        for reason in other.items:
+            self.add(reason)
+
+    def attempt(self, what: str, fn: Callable[[], T]) -> T | None:
+        """fn(), or None with a reason when it fails for a product reason."""
+        try:
+            return fn()
+        except PRODUCT_ERRORS as exc:
+            self.add(f"{what}: {exc}")
+            return None
+
+
+@dataclass(frozen=True)
+class _ProfileFacts:
+    doctor: facts.Doctor | None
+    post_upgrade: facts.Doctor | None
+    probes: facts.Probes | None
+    health: facts.Health | None
+    reasons: _Reasons
+
+
+@dataclass(frozen=True)
+class _HostFacts:
+    node_version: str | None
+    installed: Installed
+    disk: facts.DiskFree | None
+    profiles: list[_ProfileFacts]
+    reasons: _Reasons
+
+
+def observe(
+    fleet: Fleet,
+    host: Host,
+    transport: Transport,
+    *,
+    lock: Lock | None,
+    spec_commit: str | None,
+    lb_weights: Mapping[str, int],
+    now: datetime,
+) -> Readiness:
+    """Gather every fact of `host` and its profiles and build its sealed readiness document."""
+    got = _gather(fleet, host, transport)
+    reasons = got.reasons
+    profiles = []
+    for profile, pf in zip(host.profiles, got.profiles, strict=True):
+        reasons.extend(pf.reasons)
+        profiles.append(_profile_doc(host, profile, pf, lb_weights))
+    _judge(fleet, lock, got.node_version, got.installed, profiles, reasons)
+    lock_sha256 = lock.sha256 if lock is not None else None
+    draft: dict[str, Any] = {
+        "fleet": fleet.name,
+        "host": host.name,
+        "observedAt": rfc3339(now),
+        "specCommit": spec_commit,
+        "lockSha256": lock_sha256,
+        "nodeVersion": got.node_version,
+        "installed": got.installed.model_dump(mode="json", by_alias=True),  # keeps core: null
+        "profiles": [p.dump() for p in profiles],
+        "freeDiskMb": got.disk.free_mb if got.disk is not None else None,
+    }
+    return _seal(draft, reasons, fingerprint_basis(lock_sha256, got.installed, profiles))
+
+
+def _gather(fleet: Fleet, host: Host, transport: Transport) -> _HostFacts:
+    """Every fact of the host, concurrently over its one connection."""
+    timeout = seconds(fleet.ssh.command_timeout)
+    reasons = _Reasons()
+    prefix = reasons.attempt(
+        "npm prefix", lambda: facts.resolve_prefix(transport, host, timeout=timeout)
+    )
+    with ThreadPoolExecutor(PER_HOST_WORKERS, thread_name_prefix=f"observe-{host.name}") as pool:
+        node = pool.submit(_one, transport, facts.node_version(), "node", timeout)
+        tree = pool.submit(_tree, transport, prefix, timeout)
+        disk = pool.submit(_disk, transport, prefix, timeout)
+        profiles = [pool.submit(_profile_facts, transport, p, timeout) for p in host.profiles]
+        node_version, node_reasons = node.result()
+        installed, tree_reasons = tree.result()
+        free, disk_reasons = disk.result()
+        for found in (node_reasons, tree_reasons, disk_reasons):
+            reasons.extend(found)
+        return _HostFacts(node_version, installed, free, [f.result() for f in profiles], reasons)
+
+
+def _one(
+    transport: Transport, fact: facts.Fact[T], what: str, timeout: float
+) -> tuple[T | None, _Reasons]:
+    reasons = _Reasons()
+    value = reasons.attempt(what, lambda: facts.gather(transport, fact, timeout=timeout))
+    return value, reasons
+
+
+def _tree(transport: Transport, prefix: str | None, timeout: float) -> tuple[Installed, _Reasons]:
+    reasons = _Reasons()
+    tree = None
+    if prefix is not None:
+        tree = reasons.attempt(
+            "npm tree", lambda: facts.installed(transport, prefix, timeout=timeout)
+        )
+    return tree if tree is not None else Installed(core=None), reasons
+
+
+def _disk(
+    transport: Transport, prefix: str | None, timeout: float
+) -> tuple[facts.DiskFree | None, _Reasons]:
+    if prefix is None:
+        return None, _Reasons()
+    return _one(transport, facts.disk_free(prefix), "disk", timeout)
+
+
+def _profile_facts(transport: Transport, profile: Profile, timeout: float) -> _ProfileFacts:
+    """doctor, post-upgrade doctor, probes and health of one profile, in that order."""
+    env = facts.profile_env(profile)
+    reasons = _Reasons()
+
+    def get(fact: facts.Fact[T]) -> T | None:
+        what = f"profile {profile.key()}: {fact.name}"
+        return reasons.attempt(what, lambda: facts.gather(transport, fact, timeout=timeout))
+
+    return _ProfileFacts(
+        doctor=get(facts.doctor(env)),
+        post_upgrade=get(facts.post_upgrade(env)),
+        probes=get(facts.probes(profile.port)),
+        health=get(facts.health(env)),
+        reasons=reasons,
+    )
+
+
+def _profile_doc(
+    host: Host, profile: Profile, got: _ProfileFacts, lb_weights: Mapping[str, int]
+) -> ProfileReadiness:
+    probes = got.probes
+    return ProfileReadiness(
+        profile=profile.key(),
+        port=profile.port,
+        doctor=list(got.doctor.findings) if got.doctor else [],
+        post_upgrade=list(got.post_upgrade.findings) if got.post_upgrade else [],
+        healthz=bool(probes and probes.healthz.ok),
+        readyz=bool(probes and probes.readyz.ok),
+        health_ok=got.health.ok if got.health and got.health.reachable else None,
+        running_version=probes.running_version if probes else None,
+        lb_weight=lb_weights.get(server_name(host, profile)),
+    )
+
+
+# --- the verdict --------------------------------------------------------------------------------
+
+
+def _judge(
+    fleet: Fleet,
+    lock: Lock | None,
+    node_version: str | None,
+    installed: Installed,
+    profiles: list[ProfileReadiness],
+    reasons: _Reasons,
+) -> None:
+    """Add every reason the host is not green (facts that could not be read are in already)."""
+    _judge_tree(installed, lock, node_version, reasons)
+    threshold = SEVERITY_RANK[fleet.rollout.doctor_threshold]
+    for p in profiles:
+        _judge_profile(p, installed, threshold, reasons)
+
+
+def _judge_tree(
+    installed: Installed, lock: Lock | None, node_version: str | None, reasons: _Reasons
+) -> None:
+    if installed.core is None:
+        reasons.add("openclaw is not installed")
+    for copy in installed.duplicates:
+        reasons.add(f"second copy of openclaw at {copy}")
+    for problem in installed.problems:
+        reasons.add(f"npm reports: {problem}")
+    if lock is None:
+        return
+    for wrong in facts.diff_versions(installed, lock.versions()):
+        reasons.add(f"differs from the lock: {wrong}")
+    core = lock.package(facts.CORE)
+    engines = core.engines_node if core else None
+    if engines and node_version and not satisfies(node_version, engines):
+        reasons.add(f"node {node_version} does not satisfy engines.node {engines!r}")
+
+
+def _judge_profile(
+    p: ProfileReadiness, installed: Installed, threshold: int, reasons: _Reasons
+) -> None:
+    where = f"profile {p.profile}"
+    for source, findings in (("doctor", p.doctor), ("post-upgrade doctor", p.post_upgrade)):
+        for f in _at_or_above(findings, threshold):
+            detail = f": {f.message}" if f.message else ""
+            reasons.add(f"{where}: {source} {f.check_id} ({f.severity}){detail}")
+    if not p.readyz:
+        reasons.add(f"{where}: /readyz is not 200 (port {p.port})")
+    if p.health_ok is None:
+        reasons.add(f"{where}: `openclaw health` could not reach the gateway")
+    elif not p.health_ok:
+        reasons.add(f"{where}: `openclaw health` reports not ok")
+    if installed.core is not None and p.running_version != installed.core:
+        reasons.add(
+            f"{where}: running version {p.running_version or 'unknown'} "
+            f"is not the installed {installed.core}"
+        )
+
+
+def _at_or_above(findings: list[Finding], threshold: int) -> list[Finding]:
+    return [f for f in findings if SEVERITY_RANK[f.severity] >= threshold]
+
+
+def _seal(draft: dict[str, Any], reasons: _Reasons, basis: dict[str, Any]) -> Readiness:
+    """Add the verdict and both digests; None values are left out (they are the defaults)."""
+    full = {
+        **draft,
+        "schemaVersion": 1,
+        "green": not reasons.items,
+        "reasons": list(reasons.items),
+        "basis": basis,
+        "fingerprint": sha256_of(basis),
+    }
+    return seal_readiness({k: v for k, v in full.items() if v is not None})
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, second precision, `Z` suffix."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- observing many -----------------------------------------------------------------------------
+
+
+def observe_all(
+    fleet: Fleet,
+    transports: Mapping[str, Transport],
+    *,
+    lock: Lock | None,
+    spec_commit: str | None,
+    lb_weights: Mapping[str, int],
+    now: datetime,
+    max_workers: int = FLEET_WORKERS,
+) -> dict[str, Readiness | ReconcilerError]:
+    """Observe every host named in `transports` in parallel: its Readiness, or the typed error
+    that kept it from being observed (unreachable, host key, ...), per host name."""
+    hosts = [fleet.host(name) for name in transports]
+    if not hosts:
+        return {}
+    with ThreadPoolExecutor(min(max_workers, len(hosts)), thread_name_prefix="observe") as pool:
+        futures = {
+            h.name: pool.submit(
+                observe,
+                fleet,
+                h,
+                transports[h.name],
+                lock=lock,
+                spec_commit=spec_commit,
+                lb_weights=lb_weights,
+                now=now,
+            )
+            for h in hosts
+        }
+        return {name: _outcome(future) for name, future in futures.items()}
+
+
+def _outcome(future: Future[Readiness]) -> Readiness | ReconcilerError:
+    try:
+        return future.result()
+    except ReconcilerError as exc:
+        return exc
