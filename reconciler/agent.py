@@ -66,12 +66,14 @@ class FleetAgent:
 
     # --- HostAgent -----------------------------------------------------------------------
 
-    def observe(self, host: Host, *, lb_weights: Mapping[str, int]) -> Readiness:
+    def observe(
+        self, host: Host, *, lb_weights: Mapping[str, int], use_lock: bool = True
+    ) -> Readiness:
         return readiness.observe(
             self.fleet,
             host,
             self.transport(host),
-            lock=self.spec.lock,
+            lock=self.spec.lock if use_lock else None,
             spec_commit=self.spec_commit,
             lb_weights=lb_weights,
             now=datetime.now(UTC),

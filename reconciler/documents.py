@@ -171,6 +171,9 @@ class RolloutRecord(Model):
     phase: RolloutPhase
     spec_commit: str | None = None
     base_commit: str | None = Field(None, description="the spec commit this rollout moves from")
+    applied_commit: str | None = Field(
+        None, description="the spec commit of the last rollout that completed"
+    )
     target: dict[str, str] = Field(default_factory=dict, description="package -> version")
     plan_sha256: str | None = None
     done_steps: list[str] = Field(default_factory=list, description="ids of finished plan steps")

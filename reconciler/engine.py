@@ -146,6 +146,7 @@ class Engine:
     def _write(
         self, status: FleetStatus, t: Transition, record: RolloutRecord | None
     ) -> str | None:
+        t.reconciler = self.instance
         if record is not None:
             t.put("rollout.json", record.model_copy(update={"updated_at": self._now()}))
         return write(self.store, status, t)
@@ -178,13 +179,17 @@ class Engine:
 
     def _start(self, status: FleetStatus, spec: LoadedSpec, head: str) -> PassResult:
         old = status.rollout
-        base = self._fleet_at(old.spec_commit) if old and old.spec_commit else None
-        plan = self._plan(spec, head, base, old.spec_commit if old else None)
+        # Plan from what the fleet last converged to, not from the last desired state: after a
+        # failed rollout the hosts are on the applied state (or being restored to it).
+        applied = old.applied_commit if old else None
+        base = self._fleet_at(applied) if applied else None
+        plan = self._plan(spec, head, base, applied)
         record = RolloutRecord(
             fleet=self.fleet_name,
             phase="Progressing" if plan.steps else "Complete",
             spec_commit=head,
-            base_commit=old.spec_commit if old else None,
+            base_commit=applied,
+            applied_commit=head if not plan.steps else applied,
             target=plan.target,
             plan_sha256=plan.sha256,
             current_step=plan.steps[0].id if plan.steps else None,
@@ -284,6 +289,7 @@ class Engine:
         )
         t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase=record.phase)
         t.put("lease.json", lease)
+        t.reconciler = self.instance
         commit = write(self.store, status, t, force=True)
         return PassResult(record.phase, subject, 0.0, acted=True, commit=commit)
 
@@ -408,10 +414,7 @@ class Engine:
         ex: Executor,
     ) -> PassResult | None:
         upgraded = _upgraded(record, plan)
-        weights = ex.lb.weights()
-        nodes = dict(status.nodes)
-        for name in {*upgraded, *step.hosts}:
-            nodes[name] = ex.agent.observe(spec.fleet.host(name), lb_weights=weights)
+        nodes = {**status.nodes, **ex.observe([*upgraded, *step.hosts])}
         golden = _golden(record, plan, nodes, status.nodes)
         refusals = [
             r
@@ -463,7 +466,11 @@ class Engine:
             return None
         mine = [s for s in plan.steps if s.hosts == step.hosts]
         ramps = [s for s in mine if s.action == "ramp"]
+        weights = ex.lb.weights()
+        in_place = all(weights.get(k) == w for k, w in ramps[-1].weights.items()) if ramps else True
         skip = [s.id for s in mine if s.action in PRE_RAMP] + [s.id for s in ramps[:-1]]
+        if in_place:
+            skip += [s.id for s in ramps[-1:]]
         done = [*record.done_steps, *[s for s in skip if s not in record.done_steps]]
         following = next((s.id for s in plan.steps if s.id not in done), None)
         subject = (
@@ -489,13 +496,13 @@ class Engine:
         subject = f"rollout {str(record.spec_commit)[:12]} complete: fleet on openclaw {target}"
         t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase="Complete")
         t.put("lease.json", None)
-        commit = self._write(
-            status,
-            t,
-            record.model_copy(
-                update={"phase": "Complete", "current_step": None, "message": subject}
-            ),
-        )
+        done = {
+            "phase": "Complete",
+            "current_step": None,
+            "message": subject,
+            "applied_commit": record.spec_commit,
+        }
+        commit = self._write(status, t, record.model_copy(update=done))
         self._event(
             "success",
             subject,
@@ -538,7 +545,7 @@ class Engine:
                 f"{f.check_id} ({f.severity}): {f.message}"
                 for d in outcome.readiness.values()
                 for p in d.profiles
-                for f in (*p.post_upgrade, *p.doctor)
+                for f in (*p.doctor, *p.post_upgrade)
                 if f.severity == "error"
             ),
             reason,

@@ -100,6 +100,7 @@ class Transition:
     phase: str | None = None
     files: dict[str, bytes | None] = field(default_factory=dict)
     readiness_sha256: str | None = None
+    reconciler: str | None = None
 
     def put(self, rel: str, doc: BaseModel | None) -> Transition:
         path = f"{fleet_dir(self.fleet)}/{rel}"
@@ -124,6 +125,7 @@ class Transition:
             ("Node", self.node),
             ("Phase", self.phase),
             ("Readiness-Sha256", self.readiness_sha256),
+            ("Reconciler", self.reconciler),
         ]
         lines = [f"{key}: {value}" for key, value in trailers if value]
         return f"{self.subject}\n\n" + "\n".join(lines) + "\n"

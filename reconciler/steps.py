@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +27,12 @@ from reconciler.spec import Fleet, Host, seconds
 class HostAgent(Protocol):
     """Everything the engine does on a host, over its transport."""
 
-    def observe(self, host: Host, *, lb_weights: Mapping[str, int]) -> Readiness: ...
+    def observe(
+        self, host: Host, *, lb_weights: Mapping[str, int], use_lock: bool = True
+    ) -> Readiness:
+        """Readiness of `host`; with `use_lock=False` the tree is not judged against the lock
+        (a host restored to its bookmark runs the prior versions on purpose)."""
+        ...
 
     def node_version(self, host: Host) -> str: ...
 
@@ -79,6 +85,17 @@ class Executor:
             return Outcome(subject=f"{_who(step)}: {step.action} failed", red=str(exc))
         return result
 
+    def observe(self, names: list[str]) -> dict[str, Readiness]:
+        """Fresh readiness of several hosts, observed in parallel."""
+        weights = self.lb.weights()
+        unique = list(dict.fromkeys(names))
+        with ThreadPoolExecutor(max(1, min(16, len(unique)))) as pool:
+            futures = {
+                n: pool.submit(self.agent.observe, self.fleet.host(n), lb_weights=weights)
+                for n in unique
+            }
+            return {n: f.result() for n, f in futures.items()}
+
     def _hosts(self, step: Step) -> list[Host]:
         return [self.fleet.host(name) for name in step.hosts]
 
@@ -89,7 +106,7 @@ class Executor:
 
     def _bookmark(self, step: Step, seq: int) -> Outcome:
         weights = self.lb.weights()
-        docs = {h.name: self.agent.observe(h, lb_weights=weights) for h in self._hosts(step)}
+        docs = self.observe(step.hosts)
         host = self._hosts(step)[0]
         bookmark = Bookmark(
             seq=seq,
@@ -179,11 +196,11 @@ class Executor:
             readiness=docs,
         )
 
-    def _wait_green(self, host: Host, timeout: float) -> Readiness:
+    def _wait_green(self, host: Host, timeout: float, *, use_lock: bool = True) -> Readiness:
         deadline = time.monotonic() + timeout
         while True:
-            doc = self.agent.observe(host, lb_weights=self.lb.weights())
-            if doc.green and not matches_lock(doc, self.lock):
+            doc = self.agent.observe(host, lb_weights=self.lb.weights(), use_lock=use_lock)
+            if doc.green and (not use_lock or not matches_lock(doc, self.lock)):
                 return doc
             if time.monotonic() >= deadline:
                 return doc
@@ -212,12 +229,16 @@ class Executor:
         """Put a host back as its bookmark recorded it: versions, skill links, weights."""
         prior = bookmark.hosts.get(host.name, bookmark.installed)
         pins = _pins_of(prior)
-        current = self.agent.observe(host, lb_weights=self.lb.weights())
+        current = self.agent.observe(host, lb_weights=self.lb.weights(), use_lock=False)
         if _pins_differ(current.installed, pins):
             self.agent.install(host, pins, prefer_offline=True)
         self.agent.restore_skill_links(host, bookmark.skill_links)
         self.agent.restart(host)
-        doc = self._wait_green(host, seconds(self.fleet.rollout.probe_timeout))
+        timeout = seconds(self.fleet.rollout.probe_timeout)
+        doc = self._wait_green(host, timeout, use_lock=False)
+        wrong = _pins_differ(doc.installed, pins)
+        if wrong:
+            raise PermanentError(f"{host.name}: restore did not converge: {wrong}")
         if not doc.green:
             raise PermanentError(
                 f"{host.name}: still red after restoring the bookmark: {'; '.join(doc.reasons)}"

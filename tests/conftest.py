@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.sshfleet",
     "tests.fixtures.registry",
     "tests.fixtures.haproxy",
+    "tests.fixtures.webhook",
 ]

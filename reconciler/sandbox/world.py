@@ -71,12 +71,16 @@ class World:
         registry: LocalRegistry | None = None,
         weights: Sequence[int] | None = None,
         extra_rollout: Mapping[str, object] | None = None,
+        webhook: str | None = None,
+        webhook_secret_env: str | None = None,
     ) -> None:
         self.root = root
         self.transport = transport
         self.steps = list(steps)
         self.soak = soak
         self.extra_rollout = dict(extra_rollout or {})
+        self.webhook = webhook
+        self.webhook_secret_env = webhook_secret_env
         self._own_registry = registry is None
         self._gateways: list[WorldHost] = []
         self.ssh: SSHFleet | None = None
@@ -206,6 +210,7 @@ class World:
             "loadBalancer:",
             "  driver: file",
             f"  address: {self.lb_file}",
+            *self._notifications(),
             "ssh:",
             "  commandTimeout: 60s",
             *([f"  keyFile: {self.ssh.client_key}"] if self.ssh else []),
@@ -228,6 +233,18 @@ class World:
                 f"        weight: {h.weight}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _notifications(self) -> list[str]:
+        if self.webhook is None:
+            return []
+        secret = [f"    secretEnv: {self.webhook_secret_env}"] if self.webhook_secret_env else []
+        return [
+            "notifications:",
+            "  - type: webhook",
+            f"    url: {self.webhook}",
+            *secret,
+            "    events: [failure, gate, success]",
+        ]
 
     def _user(self) -> str:
         if self.ssh is not None:

@@ -1,0 +1,231 @@
+"""The rollout engine end to end, on real parts: sshd hosts, verdaccio, a git daemon remote.
+
+Each test builds a World (three real sshd hosts running the stand-in OpenClaw, a weights-file
+load balancer, a spec repository on git://), pushes commits as an operator would, and runs the
+real CLI (`python -m reconciler reconcile --once`) as a subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+
+from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.world import World, WorldHost
+from tests.fixtures.webhook import Receiver
+
+SECRET_ENV = "RECONCILER_TEST_WEBHOOK_SECRET"
+SECRET = "s3cret-for-hmac-only-in-tests"
+RUN_TIMEOUT = 600
+
+
+def reconcile(world: World, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, SECRET_ENV: SECRET, **(env or {})}
+    return subprocess.run(
+        world.reconcile_argv(*extra), capture_output=True, text=True, timeout=RUN_TIMEOUT, env=full_env
+    )
+
+
+def installed(host: WorldHost, name: str = "openclaw") -> str | None:
+    path = host.prefix / "lib" / "node_modules" / name / "package.json"
+    return json.loads(path.read_text())["version"] if path.exists() else None
+
+
+def status_tree(world: World) -> pygit2.Tree:
+    repo = world.status_repo()
+    commit = repo.revparse_single("refs/heads/reconciler/status")
+    assert isinstance(commit, pygit2.Commit)
+    return commit.tree
+
+
+def status_file(world: World, path: str) -> Any:
+    try:
+        blob = status_tree(world) / f"fleets/sandbox/{path}"
+    except KeyError:
+        return None
+    assert isinstance(blob, pygit2.Blob)
+    return json.loads(blob.data)
+
+
+def status_log(world: World) -> list[pygit2.Commit]:
+    repo = world.status_repo()
+    head = repo.revparse_single("refs/heads/reconciler/status")
+    return list(repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL))[::-1]
+
+
+def trailers(commit: pygit2.Commit) -> dict[str, str]:
+    body = commit.message.partition("\n\n")[2]
+    return dict(line.split(": ", 1) for line in body.splitlines() if ": " in line)
+
+
+def adopted(world: World) -> str:
+    """The fleet as it stands (2026.4.2) committed and reconciled: the starting point."""
+    commit = world.bump("2026.4.2", message="studio on 2026.4.2")
+    done = reconcile(world)
+    assert done.returncode == 0, done.stderr
+    return commit
+
+
+@pytest.fixture
+def world(tmp_path: Path, registry: LocalRegistry, webhook: Receiver):
+    with World(
+        tmp_path / "world",
+        registry=registry,
+        webhook=webhook.url,
+        webhook_secret_env=SECRET_ENV,
+    ) as w:
+        yield w
+
+
+def test_bump_upgrades_one_host_at_a_time_with_a_flight_recorder(world: World) -> None:
+    adopted(world)
+    bump = world.bump("2026.4.3")
+    done = reconcile(world)
+    assert done.returncode == 0, done.stderr
+
+    for host in world.hosts:
+        assert installed(host) == "2026.4.3"
+        assert installed(host, "@openclaw/matrix") == "2026.4.3"
+    assert world.weights() == {"mac-1": 100, "mac-2": 100, "mac-3": 100}
+
+    # The LB's record over time: never two hosts below their weight at once; each ramped
+    # 0 -> 10 -> 50 -> 100 in host order.
+    current = {h.name: h.weight for h in world.hosts}
+    for change in world.weight_history():
+        current[str(change["server"])] = int(change["weight"])  # type: ignore[call-overload]
+        assert sum(1 for h in world.hosts if current[h.name] < h.weight) <= 1
+    ramps = [(c["server"], c["weight"]) for c in world.weight_history()]
+    expected = [(h, w) for h in ("mac-1", "mac-2", "mac-3") for w in (0, 10, 50, 100)]
+    assert ramps == expected
+
+    rollout = status_file(world, "rollout.json")
+    assert rollout["phase"] == "Complete" and rollout["specCommit"] == bump
+    for host in world.hosts:
+        node = status_file(world, f"nodes/{host.name}.json")
+        assert node["installed"]["core"] == "2026.4.3" and node["green"] is True
+        body = {k: v for k, v in node.items() if k != "readinessSha256"}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(canonical.encode()).hexdigest() == node["readinessSha256"]
+    fingerprints = {status_file(world, f"nodes/{h.name}.json")["fingerprint"] for h in world.hosts}
+    assert len(fingerprints) == 1
+
+    bookmarks = [e.name for e in status_tree(world) / "fleets/sandbox/bookmarks"]
+    assert len(bookmarks) == 3
+    for name in bookmarks:
+        bm = status_file(world, f"bookmarks/{name}")
+        assert bm["installed"]["core"] == "2026.4.2" and bm["specCommit"] == bump
+        assert bm["lbWeights"][bm["host"]] == 100
+
+    log = [c for c in status_log(world) if trailers(c).get("Spec-Commit") == bump]
+    subjects = [c.message.splitlines()[0] for c in log]
+    assert any(s.startswith("mac-2: weight 10%") for s in subjects)
+    installs = [c for c in log if "installed openclaw 2026.4.3" in c.message]
+    assert [trailers(c)["Node"] for c in installs] == ["mac-1", "mac-2", "mac-3"]
+    verified = [c for c in log if "doctor green" in c.message]
+    assert all(len(trailers(c).get("Readiness-Sha256", "")) == 64 for c in verified)
+
+    again = reconcile(world)
+    assert again.returncode == 0
+    assert len(status_log(world)) == len(log) + len(status_log(world)) - len(log)  # stable read
+    before = len(status_log(world))
+    reconcile(world)
+    assert len(status_log(world)) == before, "a pass with nothing new wrote a commit"
+
+
+def test_red_host_is_restored_frozen_and_broadcast_then_a_fix_resumes(
+    world: World, webhook: Receiver
+) -> None:
+    adopted(world)
+    mac2, mac3 = world.host("mac-2"), world.host("mac-3")
+    world.set_faults(mac2, doctor_red=["2026.4.3"])
+    bump = world.bump("2026.4.3")
+    done = reconcile(world)
+    assert done.returncode == 2, done.stderr
+
+    assert installed(world.host("mac-1")) == "2026.4.3"
+    assert installed(mac2) == "2026.4.2", "mac-2 was not restored to its bookmark"
+    assert installed(mac2, "@openclaw/discord") == "2026.4.2"
+    assert installed(mac3) == "2026.4.2"
+    assert world.weights() == {"mac-1": 100, "mac-2": 100, "mac-3": 100}
+    assert not any(c["server"] == "mac-3" for c in world.weight_history()), "mac-3 was touched"
+
+    rollout = status_file(world, "rollout.json")
+    assert rollout["phase"] == "Failed" and bump in rollout["failedCommits"]
+    assert rollout["hosts"]["mac-2"]["phase"] == "RolledBack"
+    freeze = status_file(world, "freeze.json")
+    assert freeze is not None and freeze["host"] == "mac-2" and freeze["specCommit"] == bump
+
+    failures = webhook.bodies("failure")
+    assert failures, "no failure broadcast reached the receiver"
+    event = failures[0]
+    assert event["host"] == "mac-2" and event["specCommit"] == bump
+    assert "config.schema.invalid" in (event["finding"] or "")
+    delivery = next(d for d in webhook.deliveries if d["json"]["kind"] == "failure")
+    expected = "sha256=" + hmac.new(SECRET.encode(), delivery["body"], hashlib.sha256).hexdigest()
+    assert delivery["headers"]["X-Reconciler-Signature-256"] == expected
+    assert SECRET not in json.dumps(webhook.bodies())
+
+    commits = len(status_log(world))
+    assert reconcile(world).returncode == 2, "a failed commit must not be retried on its own"
+    assert len(status_log(world)) == commits
+
+    world.set_faults(mac2)
+    fix = world.commit(world.spec_files("2026.4.3"), "retry 2026.4.3: mac-2 config fixed")
+    done = reconcile(world)
+    assert done.returncode == 0, done.stderr
+    assert [installed(h) for h in world.hosts] == ["2026.4.3"] * 3, done.stderr
+    assert status_file(world, "freeze.json") is None
+    assert status_file(world, "rollout.json")["specCommit"] == fix
+
+
+def test_revert_of_the_bump_converges_back(world: World) -> None:
+    adopted(world)
+    bump = world.bump("2026.4.3")
+    assert reconcile(world).returncode == 0
+    revert = world.revert(bump)
+    done = reconcile(world)
+    assert done.returncode == 0, done.stderr
+    for host in world.hosts:
+        assert installed(host) == "2026.4.2"
+        assert installed(host, "@openclaw/discord") == "2026.4.2"
+    assert world.weights() == {"mac-1": 100, "mac-2": 100, "mac-3": 100}
+    rollout = status_file(world, "rollout.json")
+    assert rollout["specCommit"] == revert and rollout["target"]["openclaw"] == "2026.4.2"
+
+
+def test_peer_mismatch_holds_weight_and_says_who_differs(world: World, webhook: Receiver) -> None:
+    adopted(world)
+    world.bump("2026.4.3")
+    killed = reconcile(world, env={"RECONCILER_FAILPOINTS": "mac-2/verify:recorded"})
+    assert killed.returncode == -9
+    # mac-1 was upgraded first (golden); now its plugin tree drifts.
+    world.install(world.host("mac-1"), "2026.4.3", {"@openclaw/matrix": "2026.4.4"})
+    held = reconcile(world)
+    assert held.returncode == 3, held.stderr
+    assert world.weights()["mac-2"] == 0, "mac-2's weight was raised while peers disagree"
+
+    rollout = status_file(world, "rollout.json")
+    assert rollout["phase"] == "Paused"
+    assert "mac-1 disagrees with mac-2 (golden)" in rollout["message"]
+    assert "plugins.@openclaw/matrix" in rollout["message"]
+    gates = webhook.bodies("gate")
+    assert gates and "plugins.@openclaw/matrix" in gates[0]["message"]
+
+    status = subprocess.run(
+        [*world.reconcile_argv()[:3], "status", "--remote", world.remote, "--fleet", "sandbox",
+         "--cache", str(world.root / "cache"), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    doc = json.loads(status.stdout)
+    assert doc["peersAgree"] is False
+    mac1 = next(h for h in doc["hosts"] if h["host"] == "mac-1")
+    assert mac1["agrees"] is False
+    assert any("plugins.@openclaw/matrix" in d for d in mac1["differs"])
