@@ -8,11 +8,12 @@ stops the run and is reported.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 
@@ -27,8 +28,11 @@ log = logging.getLogger(__name__)
 ACTIVE = ("Progressing",)
 
 
-def instance_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def instance_name(cache: str) -> str:
+    """Stable across restarts of the same reconciler (same machine, same cache), so a
+    reconciler that crashed recognises its own lease instead of waiting for it to expire."""
+    digest = hashlib.sha256(str(Path(cache).resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}:{digest}"
 
 
 class SpecNotifier:
@@ -84,7 +88,7 @@ def build_engine(args: argparse.Namespace, store: GitStore) -> Engine:
         agent_for=agent_for,
         lb_for=lb_for,
         notifier=notifier,
-        instance=getattr(args, "instance", None) or instance_name(),
+        instance=getattr(args, "instance", None) or instance_name(cache),
         lease_s=getattr(args, "lease", 120.0),
     )
 

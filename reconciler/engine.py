@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler import lease as leases
 from reconciler import planner, source, windows
-from reconciler.documents import Freeze, HostStatus, Invalid, Readiness, RolloutRecord
+from reconciler.documents import Freeze, HostStatus, Invalid, Lease, Readiness, RolloutRecord
 from reconciler.errors import PermanentError, SpecError
 from reconciler.gates import matches_lock, ramp_refusals
 from reconciler.gitstore import GitStore, StatusRewritten
@@ -87,6 +87,8 @@ class Engine:
     # --- the pass ------------------------------------------------------------------------
 
     def reconcile(self) -> PassResult:
+        self._holding: Lease | None = None  # set once this pass holds the lease
+        self._lease_s = self.lease_s
         self.store.fetch()
         status = read_status(self.store, self.fleet_name)
         self._check_history(status)
@@ -147,6 +149,13 @@ class Engine:
         self, status: FleetStatus, t: Transition, record: RolloutRecord | None
     ) -> str | None:
         t.reconciler = self.instance
+        if self._holding is not None and "lease.json" not in " ".join(t.files):
+            # Every step commit of the holder renews its lease: one commit, not two.
+            now = self.clock()
+            t.put(
+                "lease.json",
+                leases.renewed(self._holding, self.fleet_name, self.instance, now, self._lease_s),
+            )
         if record is not None:
             t.put("rollout.json", record.model_copy(update={"updated_at": self._now()}))
         return write(self.store, status, t)
@@ -228,31 +237,15 @@ class Engine:
     # --- progressing ---------------------------------------------------------------------
 
     def _continue(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
-        if record.phase == "Failed":
-            failed = [h for h, s in record.hosts.items() if s.phase == "Failed"]
-            if failed:
-                return self._restore(status, spec, record, failed[0])
-            return PassResult("Failed", record.message, None)
-        if record.phase in SETTLED:
+        failed = [h for h, s in record.hosts.items() if s.phase == "Failed"]
+        if record.phase in SETTLED and not (record.phase == "Failed" and failed):
             return self._steady(status, spec, record)
         now = self.clock()
-        if status.freeze is not None:
-            return self._hold(
-                status, record, "Frozen", f"frozen: {status.freeze.reason}", self.poll_s * 10
-            )
-        if not windows.is_open(spec.fleet.windows, now):
-            opens = windows.next_open(spec.fleet.windows, now)
-            wait = (opens - now).total_seconds() if opens else 3600.0
-            when = opens.isoformat() if opens else "not within 8 days"
-            return self._hold(
-                status, record, "Paused", f"outside maintenance windows; next opens {when}", wait
-            )
         if leases.held_by_other(status.lease, self.instance, now):
             assert status.lease is not None
             wait = (leases.parse_time(status.lease.expires_at) - now).total_seconds()
-            return PassResult(
-                record.phase, f"standing by: {status.lease.holder} holds the lease", max(wait, 0.1)
-            )
+            message = f"standing by: {status.lease.holder} holds the lease"
+            return PassResult(record.phase, message, min(max(wait, 0.1), self.poll_s * 5))
         base = self._fleet_at(record.base_commit) if record.base_commit else None
         plan = self._plan(spec, record.spec_commit or "", base, record.base_commit)
         if plan.sha256 != record.plan_sha256:
@@ -260,12 +253,34 @@ class Engine:
                 f"plan of {record.spec_commit} changed under the rollout "
                 f"({plan.sha256[:12]} != {record.plan_sha256})"
             )
+        self._lease_s = self.lease_s + max((s.timeout_s for s in plan.steps), default=0.0)
+        if leases.needs_renewal(status.lease, self.instance, now, self._lease_s):
+            return self._renew_lease(status, record)
+        self._holding = status.lease
+        if failed:  # a restore is never held by the freeze its own failure wrote
+            return self._restore(status, spec, record, failed[0])
+        held = self._held(status, spec, record, now)
+        if held is not None:
+            return held
         step = next((s for s in plan.steps if s.id not in record.done_steps), None)
         if step is None:
             return self._complete(status, spec, record)
-        if leases.needs_renewal(status.lease, self.instance, now, self.lease_s + step.timeout_s):
-            return self._renew_lease(status, record, step)
         return self._step(status, spec, record, plan, step)
+
+    def _held(
+        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, now: datetime
+    ) -> PassResult | None:
+        """A freeze or a closed maintenance window holds the rollout where it is."""
+        if status.freeze is not None:
+            reason = f"frozen: {status.freeze.reason}"
+            return self._hold(status, record, "Frozen", reason, self.poll_s * 10)
+        if not windows.is_open(spec.fleet.windows, now):
+            opens = windows.next_open(spec.fleet.windows, now)
+            wait = (opens - now).total_seconds() if opens else 3600.0
+            when = opens.isoformat() if opens else "not within 8 days"
+            message = f"outside maintenance windows; next opens {when}"
+            return self._hold(status, record, "Paused", message, wait)
+        return None
 
     def _hold(
         self, status: FleetStatus, record: RolloutRecord, phase: str, message: str, wait: float
@@ -278,11 +293,9 @@ class Engine:
         )
         return PassResult(phase, message, wait, commit=commit)
 
-    def _renew_lease(self, status: FleetStatus, record: RolloutRecord, step: Step) -> PassResult:
+    def _renew_lease(self, status: FleetStatus, record: RolloutRecord) -> PassResult:
         now = self.clock()
-        lease = leases.renewed(
-            status.lease, self.fleet_name, self.instance, now, self.lease_s + step.timeout_s
-        )
+        lease = leases.renewed(status.lease, self.fleet_name, self.instance, now, self._lease_s)
         taken = status.lease is None or status.lease.holder != self.instance
         subject = (
             f"lease {'taken' if taken else 'renewed'} by {self.instance} until {lease.expires_at}"
@@ -584,6 +597,8 @@ class Engine:
         )
         for doc in outcome.readiness.values():
             t.readiness(doc)
+        if not any(s.phase == "Failed" for s in hosts.values()):
+            t.put("lease.json", None)  # nothing left to act on: release the lease
         commit = self._write(
             status, t, record.model_copy(update={"hosts": hosts, "message": outcome.subject})
         )

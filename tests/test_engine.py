@@ -27,10 +27,16 @@ SECRET = "s3cret-for-hmac-only-in-tests"
 RUN_TIMEOUT = 600
 
 
-def reconcile(world: World, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def reconcile(
+    world: World, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, SECRET_ENV: SECRET, **(env or {})}
     return subprocess.run(
-        world.reconcile_argv(*extra), capture_output=True, text=True, timeout=RUN_TIMEOUT, env=full_env
+        world.reconcile_argv(*extra),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=full_env,
     )
 
 
@@ -132,11 +138,8 @@ def test_bump_upgrades_one_host_at_a_time_with_a_flight_recorder(world: World) -
     verified = [c for c in log if "doctor green" in c.message]
     assert all(len(trailers(c).get("Readiness-Sha256", "")) == 64 for c in verified)
 
-    again = reconcile(world)
-    assert again.returncode == 0
-    assert len(status_log(world)) == len(log) + len(status_log(world)) - len(log)  # stable read
     before = len(status_log(world))
-    reconcile(world)
+    assert reconcile(world).returncode == 0
     assert len(status_log(world)) == before, "a pass with nothing new wrote a commit"
 
 
@@ -229,3 +232,118 @@ def test_peer_mismatch_holds_weight_and_says_who_differs(world: World, webhook: 
     mac1 = next(h for h in doc["hosts"] if h["host"] == "mac-1")
     assert mac1["agrees"] is False
     assert any("plugins.@openclaw/matrix" in d for d in mac1["differs"])
+
+
+# --- crash safety: SIGKILL at every phase boundary --------------------------------------------
+
+ACTIONS = ("bookmark", "drain", "preflight", "install", "restart", "verify", "ramp-100")
+KILL_POINTS = [f"{host}/{action}:after" for host in ("mac-1", "mac-2") for action in ACTIONS]
+
+
+@pytest.fixture(scope="module")
+def crash_world(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry):
+    with World(
+        tmp_path_factory.mktemp("crash"), names=("mac-1", "mac-2"), steps=(100,), registry=registry
+    ) as w:
+        adopted(w)
+        yield w
+
+
+def package_mtime(host: WorldHost) -> int:
+    return (host.prefix / "lib" / "node_modules" / "openclaw" / "package.json").stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_at_a_phase_boundary_resumes_to_the_desired_state(
+    crash_world: World, point: str
+) -> None:
+    world = crash_world
+    before = installed(world.hosts[0])
+    target = "2026.4.4" if before == "2026.4.3" else "2026.4.3"
+    bump = world.bump(target)
+
+    killed = reconcile(world, env={"RECONCILER_FAILPOINTS": point})
+    assert killed.returncode == -9, f"failpoint {point} not reached:\n{killed.stderr}"
+    at_kill = {h.name: (installed(h), package_mtime(h)) for h in world.hosts}
+
+    resumed = reconcile(world)
+    assert resumed.returncode == 0, resumed.stderr
+
+    assert [installed(h) for h in world.hosts] == [target, target]
+    assert [installed(h, "@openclaw/discord") for h in world.hosts] == [target, target]
+    assert world.weights() == {"mac-1": 100, "mac-2": 100}
+    for host in world.hosts:
+        version, mtime = at_kill[host.name]
+        if version == target:
+            assert package_mtime(host) == mtime, f"{host.name} was installed twice"
+
+    log = [c for c in status_log(world) if trailers(c).get("Spec-Commit") == bump]
+    for host in world.hosts:
+        installs = [
+            c for c in log if trailers(c).get("Node") == host.name and "installed" in c.message
+        ]
+        assert len(installs) == 1, [c.message.splitlines()[0] for c in installs]
+    rollout = status_file(world, "rollout.json")
+    assert rollout["phase"] == "Complete" and rollout["specCommit"] == bump
+    names = [e.name for e in status_tree(world) / "fleets/sandbox/bookmarks"]
+    mine = [status_file(world, f"bookmarks/{n}") for n in names]
+    mine = [b for b in mine if b["specCommit"] == bump]
+    assert sorted(b["host"] for b in mine) == ["mac-1", "mac-2"], "a bookmark missing or doubled"
+    for b in mine:
+        assert b["installed"]["core"] == before and b["lbWeights"][b["host"]] == 100
+
+
+# --- two reconcilers on one fleet ---------------------------------------------------------------
+
+
+def acting_instances(world: World, bump: str) -> set[str]:
+    """Who wrote the commits that act on hosts (bookmarks, drains, installs, ...)."""
+    log = [c for c in status_log(world) if trailers(c).get("Spec-Commit") == bump]
+    return {trailers(c)["Reconciler"] for c in log if trailers(c).get("Node")}
+
+
+def test_two_reconcilers_exactly_one_acts(world: World) -> None:
+    adopted(world)
+    bump = world.bump("2026.4.3")
+    argv = [
+        world.reconcile_argv("--instance", n, "--lease", "5", cache=world.root / n)
+        for n in ("a", "b")
+    ]
+    env = {**os.environ, SECRET_ENV: SECRET}
+    procs = [
+        subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for a in argv
+    ]
+    outs = [p.communicate(timeout=RUN_TIMEOUT) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    (actor,) = acting_instances(world, bump)
+    idle = {"a": outs[1][1], "b": outs[0][1]}[actor]
+    assert "standing by" in idle
+    assert all(installed(h) == "2026.4.3" for h in world.hosts)
+
+
+def test_standby_takes_over_when_the_holder_dies_and_its_lease_expires(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    with World(
+        tmp_path / "w", names=("mac-1", "mac-2"), steps=(100,), registry=registry,
+        extra_rollout={"installTimeout": "4s", "drainTimeout": "2s", "probeTimeout": "10s"},
+    ) as world:  # fmt: skip
+        adopted(world)
+        bump = world.bump("2026.4.3")
+        first = world.reconcile_argv("--instance", "first", "--lease", "2", cache=world.root / "a")
+        killed = subprocess.run(
+            first, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+            env={**os.environ, "RECONCILER_FAILPOINTS": "mac-1/install:after"},
+        )  # fmt: skip
+        assert killed.returncode == -9, killed.stderr
+        second = world.reconcile_argv(
+            "--instance", "second", "--lease", "2", cache=world.root / "b"
+        )
+        done = subprocess.run(second, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        assert "standing by: first holds the lease" in done.stderr
+        assert all(installed(h) == "2026.4.3" for h in world.hosts)
+        assert acting_instances(world, bump) == {"first", "second"}
+        log = [c.message.splitlines()[0] for c in status_log(world)]
+        assert any(s.startswith("lease taken by second") for s in log)

@@ -17,7 +17,9 @@ def test_there_are_specs() -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
-def test_shipped_spec_is_valid_with_a_fresh_lock(spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shipped_spec_is_valid_with_a_fresh_lock(
+    spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["validate", str(spec), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["valid"] and out["problems"] == []

@@ -200,13 +200,7 @@ class World:
             "  plugins:" + ("" if plugins else " {}"),
             *(f'    "{n}": {v}' for n, v in plugins.items()),
             "rollout:",
-            f"  steps: {json.dumps(self.steps)}",
-            f"  soak: {self.soak}",
-            "  drainTimeout: 5s",
-            "  probeTimeout: 20s",
-            "  installTimeout: 2m",
-            "  minFreeDiskMb: 10",
-            *(f"  {k}: {json.dumps(v)}" for k, v in self.extra_rollout.items()),
+            *(f"  {k}: {json.dumps(v)}" for k, v in self._rollout().items()),
             "loadBalancer:",
             "  driver: file",
             f"  address: {self.lb_file}",
@@ -233,6 +227,17 @@ class World:
                 f"        weight: {h.weight}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _rollout(self) -> dict[str, object]:
+        return {
+            "steps": self.steps,
+            "soak": self.soak,
+            "drainTimeout": "5s",
+            "probeTimeout": "20s",
+            "installTimeout": "2m",
+            "minFreeDiskMb": 10,
+            **self.extra_rollout,
+        }
 
     def _notifications(self) -> list[str]:
         if self.webhook is None:
