@@ -100,6 +100,7 @@ def run_until_settled(
     max_passes: int = 10_000,
     sleep: Callable[[float], None] = time.sleep,
     max_backoff: float = 60.0,
+    max_failures: int = 8,
 ) -> PassResult:
     """Pass after pass until the fleet is settled (Complete, Failed, Invalid, Idle) or holds."""
     console = Console(stderr=True, highlight=False)
@@ -111,6 +112,9 @@ def run_until_settled(
             failures = 0
         except TemporaryError as exc:
             failures += 1
+            if failures >= max_failures:
+                _flush(engine)
+                raise
             delay = min(max_backoff, max(exc.delay, 0.2) * 2 ** min(failures - 1, 6))
             if progress:
                 console.print(f"[yellow]retrying in {delay:.1f}s[/]: {exc}")

@@ -185,6 +185,10 @@ class RolloutRecord(Model):
         None, description="fingerprint of the first host upgraded in this rollout"
     )
     soak_until: str | None = Field(None, description="RFC 3339 end of the current soak")
+    soak_baseline: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="LB counters of the soaking host's servers when its soak began",
+    )
     invalid: Invalid | None = None
     message: str = ""
     updated_at: str

@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler import lease as leases
 from reconciler import planner, source, windows
+from reconciler.analysis import Verdict, analyse, host_counters
 from reconciler.documents import Freeze, HostStatus, Invalid, Lease, Readiness, RolloutRecord
 from reconciler.errors import PermanentError, SpecError
 from reconciler.gates import matches_lock, ramp_refusals
 from reconciler.gitstore import GitStore, StatusRewritten
-from reconciler.lb import LoadBalancer
+from reconciler.lb import LoadBalancer, ServerStats
 from reconciler.notify import Event, EventKind, Notifier
 from reconciler.planner import Plan, Step
 from reconciler.spec import Fleet, Host
@@ -31,6 +32,7 @@ from reconciler.steps import Executor, HostAgent, Outcome
 from reconciler.validate import LoadedSpec, load
 
 log = logging.getLogger(__name__)
+SOAK_CHECK_S = 5.0  # how often a soak looks at the LB's counters
 PRE_RAMP = ("bookmark", "drain", "preflight", "install", "restart", "verify")
 SETTLED = ("Complete", "Failed", "Invalid", "Idle")
 
@@ -358,7 +360,12 @@ class Engine:
         }
         if soaking:
             until = self.clock() + timedelta(seconds=step.soak_s)
-            update |= {"current_step": step.id, "soak_until": leases.stamp(until)}
+            baseline = host_counters(self._executor(spec, record).lb.stats(), step.weights)
+            update |= {
+                "current_step": step.id,
+                "soak_until": leases.stamp(until),
+                "soak_baseline": {s: _counters(c) for s, c in baseline.items()},
+            }
             subject = f"{outcome.subject}, soaking {step.soak_s:.0f}s"
         else:
             subject = outcome.subject
@@ -398,12 +405,23 @@ class Engine:
     ) -> PassResult | None:
         if record.current_step == step.id and record.soak_until:
             left = (leases.parse_time(record.soak_until) - self.clock()).total_seconds()
+            verdict = self._analyse(spec, record, step, ex, final=left <= 0)
+            if not verdict.ok:
+                red = Outcome(
+                    subject=f"{step.hosts[0]}: canary analysis failed", red=verdict.reason
+                )
+                return self._fail(status, spec, record, step, red)
             if left > 0:
-                return PassResult("Progressing", f"{step.id}: soaking, {left:.0f}s left", left)
+                wait = min(left, SOAK_CHECK_S)
+                return PassResult("Progressing", f"{step.id}: soaking, {left:.0f}s left", wait)
             done = [*record.done_steps, step.id]
             following = next((s.id for s in plan.steps if s.id not in done), None)
-            update = {"done_steps": done, "soak_until": None}
-            subject = f"{step.hosts[0]}: soak at {step.percent}% passed"
+            update: dict[str, object] = {
+                "done_steps": done,
+                "soak_until": None,
+                "soak_baseline": {},
+            }
+            subject = f"{step.hosts[0]}: soak at {step.percent}% passed ({verdict.reason})"
             t = Transition(
                 self.fleet_name,
                 subject,
@@ -416,6 +434,29 @@ class Engine:
             )
             return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
         return self._gates(status, spec, record, plan, step, ex)
+
+    def _analyse(
+        self, spec: LoadedSpec, record: RolloutRecord, step: Step, ex: Executor, *, final: bool
+    ) -> Verdict:
+        """Canary analysis over the soak so far, from the LB's counters (like Flagger)."""
+        a = spec.fleet.rollout.analysis
+        before = {
+            s: ServerStats(
+                server=s,
+                weight=c.get("weight", 0),
+                sessions=c.get("sessions", 0),
+                requests=c.get("requests", 0),
+                responses_5xx=c.get("responses_5xx", 0),
+            )
+            for s, c in record.soak_baseline.items()
+        }
+        after = host_counters(ex.lb.stats(), step.weights)
+        verdict = analyse(before, after, max_5xx_ratio=a.max_5xx_ratio, min_requests=a.min_requests)
+        if not final and verdict.inconclusive:
+            return Verdict(
+                True, verdict.requests, verdict.errors_5xx, verdict.ratio, "so far", True, ()
+            )
+        return verdict
 
     def _gates(
         self,
@@ -607,7 +648,70 @@ class Engine:
     # --- steady state --------------------------------------------------------------------
 
     def _steady(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
-        return PassResult(record.phase, record.message, None)
+        """A Complete fleet is watched for drift: a host whose tree or weight left the desired
+        state is reported once (status + event) and, with `selfHeal`, converged again."""
+        if record.phase != "Complete" or spec.lock is None:
+            return PassResult(record.phase, record.message, None)
+        ex = self._executor(spec, record)
+        nodes = ex.observe([h.name for h in spec.fleet.hosts])
+        weights = ex.lb.weights()
+        drift = {
+            name: problems
+            for name, doc in nodes.items()
+            if (problems := _drift(spec.fleet.host(name), doc, spec, weights))
+        }
+        if not drift:
+            return PassResult("Complete", record.message, None)
+        message = "drift: " + "; ".join(f"{h}: {', '.join(p)}" for h, p in sorted(drift.items()))
+        if spec.fleet.rollout.self_heal:
+            return self._heal(status, spec, record, drift, nodes, message)
+        if record.message == message:
+            return PassResult("Complete", message, None)
+        t = Transition(
+            self.fleet_name, message[:200], spec_commit=record.spec_commit, phase="Complete"
+        )
+        for name in drift:
+            t.readiness(nodes[name])
+        commit = self._write(status, t, record.model_copy(update={"message": message}))
+        self._event("drift", message, spec_commit=record.spec_commit, status_commit=commit)
+        return PassResult("Complete", message, None, commit=commit)
+
+    def _heal(
+        self,
+        status: FleetStatus,
+        spec: LoadedSpec,
+        record: RolloutRecord,
+        drift: Mapping[str, list[str]],
+        nodes: Mapping[str, Readiness],
+        message: str,
+    ) -> PassResult:
+        """Start over at the same spec commit with the full plan; converged hosts are skipped."""
+        plan = self._plan(spec, record.spec_commit or "", None, None)
+        healing = record.model_copy(
+            update={
+                "phase": "Progressing",
+                "base_commit": None,
+                "plan_sha256": plan.sha256,
+                "done_steps": [],
+                "current_step": plan.steps[0].id if plan.steps else None,
+                "golden_fingerprint": None,
+                "soak_until": None,
+                "message": f"self-heal: {message}",
+            }
+        )
+        t = Transition(
+            self.fleet_name,
+            f"self-heal: {message}"[:200],
+            spec_commit=record.spec_commit,
+            phase="Progressing",
+        )
+        for name in drift:
+            t.readiness(nodes[name])
+        commit = self._write(status, t, healing)
+        self._event(
+            "drift", f"self-heal: {message}", spec_commit=record.spec_commit, status_commit=commit
+        )
+        return PassResult("Progressing", t.subject, 0.0, acted=True, commit=commit)
 
     def _event(self, kind: EventKind, message: str, **fields: object) -> None:
         try:
@@ -616,6 +720,26 @@ class Engine:
             )
         except Exception:  # a broadcast must never break the pass
             log.exception("notify failed")
+
+
+def _drift(host: Host, doc: Readiness, spec: LoadedSpec, weights: Mapping[str, int]) -> list[str]:
+    """How a host differs from the desired state: its tree against the lock, its weights."""
+    problems = matches_lock(doc, spec.lock)
+    problems += [
+        f"weight of {server} is {weights.get(server)}, desired {weight}"
+        for server, weight in planner.host_weights(host, 100).items()
+        if weights.get(server) != weight
+    ]
+    return problems
+
+
+def _counters(stats: ServerStats) -> dict[str, int]:
+    return {
+        "weight": stats.weight,
+        "sessions": stats.sessions,
+        "requests": stats.requests,
+        "responses_5xx": stats.responses_5xx,
+    }
 
 
 def _summary(plan: Plan) -> str:

@@ -24,6 +24,7 @@ import pygit2
 from reconciler.resolve import resolve_lock
 from reconciler.sandbox.faults import FaultValue, set_faults
 from reconciler.sandbox.gitd import GitDaemon
+from reconciler.sandbox.haproxy import HAProxyProcess
 from reconciler.sandbox.registry import (
     LocalRegistry,
     free_port,
@@ -73,6 +74,7 @@ class World:
         extra_rollout: Mapping[str, object] | None = None,
         webhook: str | None = None,
         webhook_secret_env: str | None = None,
+        lb: Literal["file", "haproxy"] = "file",
     ) -> None:
         self.root = root
         self.transport = transport
@@ -85,6 +87,8 @@ class World:
         self._gateways: list[WorldHost] = []
         self.ssh: SSHFleet | None = None
         self.gitd: GitDaemon | None = None
+        self.haproxy: HAProxyProcess | None = None
+        self.lb = lb
         root.mkdir(parents=True, exist_ok=True)
         try:
             self.registry = registry or self._start_registry()
@@ -94,6 +98,14 @@ class World:
             for host in self.hosts:
                 self.install(host, initial, dict.fromkeys(PLUGINS, initial))
                 self.start_gateway(host)
+            if lb == "haproxy":
+                self.haproxy = HAProxyProcess(
+                    root / "haproxy",
+                    "openclaw",
+                    {h.server: h.gateway_port for h in self.hosts},
+                    weights={h.server: h.weight for h in self.hosts},
+                    check_path="/readyz",
+                )
             self.gitd = GitDaemon(root / "git")
             self.remote_path, self.remote = self.gitd.create("spec")
             self.work = pygit2.init_repository(str(root / "work"), bare=False, initial_head="main")
@@ -177,6 +189,8 @@ class World:
         self.lb_file.write_text(json.dumps({"servers": servers}, indent=2) + "\n")
 
     def weights(self) -> dict[str, int]:
+        if self.haproxy is not None:
+            return self.haproxy.driver().weights()
         servers: dict[str, int] = json.loads(self.lb_file.read_text())["servers"]
         return servers
 
@@ -201,9 +215,7 @@ class World:
             *(f'    "{n}": {v}' for n, v in plugins.items()),
             "rollout:",
             *(f"  {k}: {json.dumps(v)}" for k, v in self._rollout().items()),
-            "loadBalancer:",
-            "  driver: file",
-            f"  address: {self.lb_file}",
+            *self._load_balancer(),
             *self._notifications(),
             "ssh:",
             "  commandTimeout: 60s",
@@ -227,6 +239,16 @@ class World:
                 f"        weight: {h.weight}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _load_balancer(self) -> list[str]:
+        if self.haproxy is not None:
+            return [
+                "loadBalancer:",
+                "  driver: haproxy",
+                f"  address: {self.haproxy.socket_address}",
+                "  backend: openclaw",
+            ]
+        return ["loadBalancer:", "  driver: file", f"  address: {self.lb_file}"]
 
     def _rollout(self) -> dict[str, object]:
         return {
@@ -321,6 +343,8 @@ class World:
         for host in self._gateways:
             self.stop_gateway(host)
         self._gateways.clear()
+        if self.haproxy is not None:
+            self.haproxy.close()
         if self.gitd is not None:
             self.gitd.stop()
         if self.ssh is not None:
