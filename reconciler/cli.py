@@ -257,6 +257,42 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from reconciler.config import load_config
+    from reconciler.daemon import run_daemon
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    return run_daemon(load_config(Path(args.config)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reconciler.demo import run
+
+    return run(Path(args.dir) if args.dir else None)
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
+    from reconciler.lb import from_spec
+    from reconciler.lbshow import show
+
+    files = source.read_directory(Path(args.path))
+    loaded, problems = _load_all(files, require_lock=False)
+    if problems:
+        print(render.problems_text(problems), file=sys.stderr)
+        return EXIT_INVALID
+    for spec in loaded:
+        from reconciler.planner import server_name
+
+        servers = [server_name(h, p) for h, p in spec.fleet.profiles()]
+        show(from_spec(spec.fleet.load_balancer), render.console(), servers)
+    return EXIT_OK
+
+
 def _add_remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", required=True, help="spec repository URL or path")
     p.add_argument("--fleet", required=True, help="fleet name")
@@ -330,6 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remote(p)
     p.add_argument("--reason", required=True, help="why; recorded in the commit")
     p.set_defaults(handler=cmd_unfreeze)
+
+    p = sub.add_parser("lb", help="the load balancer as the reconciler sees it")
+    lb_sub = p.add_subparsers(dest="lb_command", required=True, metavar="ACTION")
+    show = lb_sub.add_parser("show", help="current weights and counters of the fleet's servers")
+    show.add_argument("path", nargs="?", default=".", help="spec directory or fleet file")
+    show.set_defaults(handler=cmd_lb)
+
+    p = sub.add_parser("run", help="the daemon: poll and webhooks, one job per fleet")
+    p.add_argument("--config", required=True, help="YAML settings (deploy/config.example.yaml)")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("demo", help="the whole story in a local sandbox (the README's first step)")
+    p.add_argument("--dir", help="sandbox directory (default ~/.cache/openclaw-reconciler/sandbox)")
+    p.set_defaults(handler=cmd_demo)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Running the engine: passes until settled (`reconcile --once`), with a live progress view.
+"""Running the engine: passes until settled (`reconcile --once`), with a live progress view,
+and the daemon (`run --config`): APScheduler, one job per fleet, webhooks, metrics.
 
 Errors follow the retry policy of their type: a TemporaryError (an unreachable host, a lost
 compare-and-swap race) is retried after its delay with exponential backoff; a PermanentError
@@ -10,18 +11,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
+from reconciler.config import Config
 from reconciler.engine import Engine, PassResult
-from reconciler.errors import TemporaryError
+from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.gitstore import GitStore
+from reconciler.metrics import Metrics
 from reconciler.notify import Broadcaster, Fanout, Notifier, Recorder, sinks_from_spec
 from reconciler.spec import Fleet
+from reconciler.status import FleetStatus, read_status
 from reconciler.validate import LoadedSpec
 
 log = logging.getLogger(__name__)
@@ -61,10 +68,30 @@ class SpecNotifier:
 
 
 def build_engine(args: argparse.Namespace, store: GitStore) -> Engine:
+    """The engine for the CLI's `reconcile` (arguments from argparse)."""
+    return engine_for(
+        store,
+        args.fleet,
+        ssh_key=getattr(args, "ssh_key", None),
+        instance=getattr(args, "instance", None),
+        lease_s=getattr(args, "lease", 120.0),
+    )
+
+
+def engine_for(
+    store: GitStore,
+    fleet: str,
+    *,
+    ssh_key: str | None = None,
+    instance: str | None = None,
+    lease_s: float = 120.0,
+    notifier: SpecNotifier | None = None,
+) -> Engine:
+    """An engine for one fleet of the spec repo mirrored by `store`."""
     from reconciler.agent import FleetAgent
     from reconciler.lb import LoadBalancer, from_spec
 
-    notifier = SpecNotifier()
+    notifier = notifier or SpecNotifier()
     cache = store.repo.path.rstrip("/").rsplit("/", 1)[0]
     agents: dict[str, FleetAgent] = {}
 
@@ -74,8 +101,7 @@ def build_engine(args: argparse.Namespace, store: GitStore) -> Engine:
             for old in agents.values():
                 old.close()
             agents.clear()
-            key = getattr(args, "ssh_key", None)
-            agents[commit] = FleetAgent.for_spec(spec, cache_dir=cache, key_file=key)
+            agents[commit] = FleetAgent.for_spec(spec, cache_dir=cache, key_file=ssh_key)
             agents[commit].spec_commit = commit
         return agents[commit]
 
@@ -84,12 +110,12 @@ def build_engine(args: argparse.Namespace, store: GitStore) -> Engine:
 
     return Engine(
         store=store,
-        fleet_name=args.fleet,
+        fleet_name=fleet,
         agent_for=agent_for,
         lb_for=lb_for,
         notifier=notifier,
-        instance=getattr(args, "instance", None) or instance_name(cache),
-        lease_s=getattr(args, "lease", 120.0),
+        instance=instance or instance_name(cache),
+        lease_s=lease_s,
     )
 
 
@@ -97,6 +123,7 @@ def run_until_settled(
     engine: Engine,
     *,
     progress: bool = True,
+    on_pass: Callable[[PassResult], None] | None = None,
     max_passes: int = 10_000,
     sleep: Callable[[float], None] = time.sleep,
     max_backoff: float = 60.0,
@@ -120,7 +147,9 @@ def run_until_settled(
                 console.print(f"[yellow]retrying in {delay:.1f}s[/]: {exc}")
             sleep(delay)
             continue
-        if progress and (result.acted or result.requeue_after):
+        if on_pass is not None:
+            on_pass(result)
+        elif progress and (result.acted or result.requeue_after):
             console.print(f"[bold]{result.phase:<11}[/] {result.message}")
         if result.requeue_after is None:
             break
@@ -135,3 +164,128 @@ def _flush(engine: Engine) -> None:
     flush = getattr(engine.notifier, "flush", None)
     if callable(flush):
         flush(30.0)
+
+
+# --- the daemon: `reconciler run --config FILE` ---------------------------------------------
+
+
+class FleetWorker:
+    """One fleet's job: a pass, then another as soon as the rollout asks (the soak timer
+    decides, not the poll), until the fleet settles; never two passes at once."""
+
+    def __init__(self, engine: Engine, metrics: Metrics, stop: threading.Event, poll: float):
+        self.engine = engine
+        self.metrics = metrics
+        self.stop = stop
+        self.poll = poll
+        self.wake = threading.Event()
+        self.status: FleetStatus | None = None
+        self.failures = 0
+
+    def job(self) -> None:
+        while not self.stop.is_set():
+            self.wake.clear()
+            started = time.monotonic()
+            result = self._pass()
+            self.metrics.observe_pass(
+                self.engine.fleet_name, result, time.monotonic() - started, self.status
+            )
+            if result.requeue_after is None or result.requeue_after >= self.poll:
+                return
+            self.wake.wait(result.requeue_after)
+
+    def _pass(self) -> PassResult:
+        try:
+            result = self.engine.reconcile()
+            self.failures = 0
+        except TemporaryError as exc:
+            self.failures += 1
+            delay = min(60.0, max(exc.delay, 0.5) * 2 ** min(self.failures - 1, 6))
+            log.warning("%s: %s (retrying in %.1fs)", self.engine.fleet_name, exc, delay)
+            return PassResult("Error", str(exc), delay)
+        except PermanentError as exc:
+            log.error("%s: %s", self.engine.fleet_name, exc)
+            return PassResult("Error", str(exc), None)
+        self.status = read_status(self.engine.store, self.engine.fleet_name)
+        log.info("%s: %s %s", self.engine.fleet_name, result.phase, result.message)
+        return result
+
+
+def run_daemon(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT: finish the step in hand, release leases, exit 0."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from reconciler.server import Server
+
+    stop = threading.Event()
+    metrics = Metrics()
+    cache = Path(config.cache).expanduser()
+    workers = {
+        fleet: FleetWorker(
+            engine_for(
+                GitStore(config.remote, cache / fleet / "repo.git", branch=config.branch),
+                fleet,
+                ssh_key=config.ssh_key.file,
+                lease_s=config.lease,
+            ),
+            metrics,
+            stop,
+            config.poll_interval,
+        )
+        for fleet in config.fleets
+    }
+    scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+    for fleet, worker in workers.items():
+        trigger = IntervalTrigger(seconds=config.poll_interval, jitter=config.jitter or None)
+        scheduler.add_job(worker.job, trigger, id=fleet, next_run_time=datetime.now(UTC))
+
+    def on_push(branch: str, urls: tuple[str, ...]) -> list[str]:
+        if branch != config.branch:
+            return []
+        for fleet, worker in workers.items():
+            worker.wake.set()
+            scheduler.modify_job(fleet, next_run_time=datetime.now(UTC))
+        return list(workers)
+
+    def readiness(fleet: str) -> FleetStatus | None:
+        worker = workers.get(fleet)
+        return worker.status if worker else None
+
+    server = Server(
+        config.http.bind,
+        config.http.port,
+        secrets=config.secrets(),
+        trigger=on_push,
+        readiness=readiness,
+        metrics=metrics,
+    ).start()
+    log.info("reconciling %s from %s (%s)", ", ".join(workers), config.remote, server.url)
+    _on_signals(stop, workers.values())
+    scheduler.start()
+    stop.wait()
+    log.info("stopping: finishing the step in hand")
+    scheduler.shutdown(wait=True)
+    server.stop()
+    for worker in workers.values():
+        _release(worker)
+    return 0
+
+
+def _on_signals(stop: threading.Event, workers: Iterable[FleetWorker]) -> None:
+    waking = list(workers)
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+        for worker in waking:
+            worker.wake.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _release(worker: FleetWorker) -> None:
+    try:
+        worker.engine.release()
+    except ReconcilerError as exc:
+        log.warning("%s: could not release the lease: %s", worker.engine.fleet_name, exc)

@@ -110,6 +110,23 @@ class Engine:
             return self._start(status, spec, head_id)
         return self._continue(status, spec, record)
 
+    def release(self) -> str | None:
+        """Give the lease back (on shutdown), so a standby can take over at once."""
+        self.store.fetch()
+        status = read_status(self.store, self.fleet_name)
+        if status.lease is None or status.lease.holder != self.instance:
+            return None
+        record = status.rollout
+        t = Transition(
+            self.fleet_name,
+            f"lease released by {self.instance} (shutting down)",
+            spec_commit=record.spec_commit if record else None,
+            phase=record.phase if record else None,
+        )
+        t.reconciler = self.instance
+        t.put("lease.json", None)
+        return write(self.store, status, t)
+
     def _check_history(self, status: FleetStatus) -> None:
         """Refuse to act on a status branch that was rewritten (force-pushed) under us."""
         seen = self.store.repo.references.get(f"refs/reconciler/seen/{self.store.status_branch}")
@@ -190,16 +207,18 @@ class Engine:
 
     def _start(self, status: FleetStatus, spec: LoadedSpec, head: str) -> PassResult:
         old = status.rollout
-        # Plan from what the fleet last converged to, not from the last desired state: after a
-        # failed rollout the hosts are on the applied state (or being restored to it).
+        # Plan from what the fleet last converged to, and only when it did converge: after a
+        # failed rollout some hosts moved and some did not, so every host gets the full plan
+        # and the ones already at the new desired state are skipped when observed.
         applied = old.applied_commit if old else None
-        base = self._fleet_at(applied) if applied else None
-        plan = self._plan(spec, head, base, applied)
+        converged = old is not None and old.phase == "Complete" and applied == old.spec_commit
+        base = self._fleet_at(applied) if applied and converged else None
+        plan = self._plan(spec, head, base, applied if base else None)
         record = RolloutRecord(
             fleet=self.fleet_name,
             phase="Progressing" if plan.steps else "Complete",
             spec_commit=head,
-            base_commit=applied,
+            base_commit=applied if base else None,
             applied_commit=head if not plan.steps else applied,
             target=plan.target,
             plan_sha256=plan.sha256,

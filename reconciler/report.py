@@ -23,6 +23,9 @@ def status_doc(status: FleetStatus) -> dict[str, Any]:
     """The JSON form of `reconciler status --json`."""
     record = status.rollout
     golden = record.golden_fingerprint if record else None
+    if golden is None and status.nodes:  # no rollout yet: agreement means all alike
+        prints = [d.fingerprint for d in status.nodes.values()]
+        golden = max(set(prints), key=prints.count)
     reference = next((d for d in status.nodes.values() if d.fingerprint == golden), None)
     hosts = []
     names = list(record.hosts) if record else []

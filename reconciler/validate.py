@@ -295,7 +295,9 @@ def _unique_hosts(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
     for name, path in _duplicates(names):
         yield locate(path, f"duplicate host name {name!r} (host names must be unique)")
     endpoints = (
-        (f"{h.address}:{h.port}", ("hosts", i, "address")) for i, h in enumerate(fleet.hosts)
+        (f"{h.address}:{h.port}", ("hosts", i, "address"))
+        for i, h in enumerate(fleet.hosts)
+        if h.transport == "ssh"
     )
     for endpoint, path in _duplicates(endpoints):
         yield locate(path, f"two hosts share the SSH endpoint {endpoint}")

@@ -1,0 +1,111 @@
+"""The daemon's settings: a YAML file (deploy/config.example.yaml documents every key), with
+`RECONCILER_*` environment variables overriding it. Secrets are only ever referenced (an env
+var name or a file path), never written in the file, and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from reconciler.errors import PermanentError
+from reconciler.spec import EnvName, Model, Name
+
+Provider = Literal["github", "gitea", "gitlab"]
+
+
+class ConfigError(PermanentError):
+    """The daemon's configuration is unusable; says which key and why."""
+
+
+class SecretRef(Model):
+    env: EnvName | None = None
+    file: str | None = None
+
+    def read(self) -> bytes | None:
+        if self.env:
+            value = os.environ.get(self.env, "")
+            return value.encode() if value else None
+        if self.file:
+            return Path(self.file).expanduser().read_bytes().strip() or None
+        return None
+
+
+class Http(Model):
+    bind: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9410
+
+
+class SshKey(Model):
+    file: str | None = None
+
+
+class Config(Model):
+    remote: str
+    branch: str = "main"
+    fleets: list[Name] = Field(min_length=1)
+    cache: str = "~/.cache/openclaw-reconciler/daemon"
+    poll_interval: Annotated[float, Field(gt=0)] = 60.0
+    jitter: Annotated[float, Field(ge=0)] = 0.0
+    http: Http = Field(default_factory=Http)
+    webhook_secrets: dict[Provider, SecretRef] = Field(default_factory=dict)
+    ssh_key: SshKey = Field(default_factory=SshKey)
+    lease: Annotated[float, Field(gt=0)] = 120.0
+
+    def secrets(self) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for provider, ref in self.webhook_secrets.items():
+            value = ref.read()
+            if value:
+                out[provider] = value
+        return out
+
+
+_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "RECONCILER_REMOTE": ("remote",),
+    "RECONCILER_BRANCH": ("branch",),
+    "RECONCILER_FLEETS": ("fleets",),
+    "RECONCILER_CACHE": ("cache",),
+    "RECONCILER_POLL_INTERVAL": ("pollInterval",),
+    "RECONCILER_JITTER": ("jitter",),
+    "RECONCILER_HTTP_BIND": ("http", "bind"),
+    "RECONCILER_HTTP_PORT": ("http", "port"),
+    "RECONCILER_SSH_KEY_FILE": ("sshKey", "file"),
+}
+
+
+def _apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    for name, path in _OVERRIDES.items():
+        if name not in env:
+            continue
+        value: Any = env[name]
+        if path == ("fleets",):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        target = doc
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = value
+    return doc
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    try:
+        raw = YAML(typ="safe").load(path.read_text()) or {}
+    except (OSError, YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top")
+    doc = _apply_env(raw, os.environ if env is None else env)
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
