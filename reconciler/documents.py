@@ -11,6 +11,7 @@ have the same fingerprint. `readiness_sha256` covers the whole document.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -122,6 +123,16 @@ def seal_readiness(draft: dict[str, object]) -> Readiness:
     """Fill in `readiness_sha256` over everything else in the document."""
     body = {k: v for k, v in draft.items() if k != "readinessSha256"}
     return Readiness.model_validate({**body, "readinessSha256": sha256_of(body)})
+
+
+def with_lb_weights(doc: Readiness, weights: Mapping[str, int | None]) -> Readiness:
+    """The same readiness with new LB weights (profile -> weight), resealed. Weights are an LB
+    fact the reconciler itself just set; they are outside the fingerprint."""
+    body = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for profile in body["profiles"]:
+        if profile["profile"] in weights:
+            profile["lbWeight"] = weights[profile["profile"]]
+    return seal_readiness(body)
 
 
 class Bookmark(Model):

@@ -13,17 +13,25 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from reconciler import lease as leases
 from reconciler import planner, source, windows
 from reconciler.analysis import Verdict, analyse, host_counters
-from reconciler.documents import Freeze, HostStatus, Invalid, Lease, Readiness, RolloutRecord
+from reconciler.documents import (
+    Freeze,
+    HostStatus,
+    Invalid,
+    Lease,
+    Readiness,
+    RolloutRecord,
+    with_lb_weights,
+)
 from reconciler.errors import PermanentError, SpecError
 from reconciler.gates import matches_lock, ramp_refusals
 from reconciler.gitstore import GitStore, StatusRewritten
-from reconciler.lb import LoadBalancer, ServerStats
+from reconciler.lb import LoadBalancer, ServerStats, apply_weights
 from reconciler.notify import Event, EventKind, Notifier
 from reconciler.planner import Plan, Step
 from reconciler.spec import Fleet, Host
@@ -391,11 +399,14 @@ class Engine:
         if step.action == "verify" and record.golden_fingerprint is None and outcome.readiness:
             update["golden_fingerprint"] = next(iter(outcome.readiness.values())).fingerprint
         t = self._transition(subject, record, step, outcome)
+        for name in step.hosts if outcome.weights else ():
+            if name in status.nodes and name not in outcome.readiness:
+                t.readiness(_reweighed(spec.fleet.host(name), status.nodes[name], outcome.weights))
         commit = self._write(status, t, record.model_copy(update=update))
         self.failpoints.hit(f"{step.id}:recorded")
-        return PassResult(
-            "Progressing", subject, step.soak_s if soaking else 0.0, acted=True, commit=commit
-        )
+        # A soak looks at the LB every SOAK_CHECK_S (analysis, weights), not only at its end.
+        wait = min(step.soak_s, SOAK_CHECK_S) if soaking else 0.0
+        return PassResult("Progressing", subject, wait, acted=True, commit=commit)
 
     def _transition(
         self, subject: str, record: RolloutRecord, step: Step, outcome: Outcome
@@ -426,10 +437,24 @@ class Engine:
             left = (leases.parse_time(record.soak_until) - self.clock()).total_seconds()
             verdict = self._analyse(spec, record, step, ex, final=left <= 0)
             if not verdict.ok:
+                # Pull traffic from the failed canary at once (like a red doctor, whose host is
+                # still drained): the restore reinstalls and restarts it at weight 0.
+                pulled = dict.fromkeys(step.weights, 0)
+                apply_weights(ex.lb, pulled)
                 red = Outcome(
-                    subject=f"{step.hosts[0]}: canary analysis failed", red=verdict.reason
+                    subject=f"{step.hosts[0]}: canary analysis failed, weight 0",
+                    red=verdict.reason,
+                    weights=pulled,
                 )
                 return self._fail(status, spec, record, step, red)
+            lb_weights = ex.lb.weights()
+            moved = {
+                s: lb_weights.get(s) for s, w in step.weights.items() if lb_weights.get(s) != w
+            }
+            if moved:
+                # The LB lost the step's weights mid-soak (restarted: back to its config's, or
+                # set by hand), so the host did not soak at this step: set them again, soak anew.
+                return self._resoak(status, spec, record, plan, step, ex, moved)
             if left > 0:
                 wait = min(left, SOAK_CHECK_S)
                 return PassResult("Progressing", f"{step.id}: soaking, {left:.0f}s left", wait)
@@ -453,6 +478,26 @@ class Engine:
             )
             return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
         return self._gates(status, spec, record, plan, step, ex)
+
+    def _resoak(
+        self,
+        status: FleetStatus,
+        spec: LoadedSpec,
+        record: RolloutRecord,
+        plan: Plan,
+        step: Step,
+        ex: Executor,
+        moved: Mapping[str, int | None],
+    ) -> PassResult:
+        outcome = ex.run(step, seq=status.next_seq)
+        if outcome.red is not None:
+            return self._fail(status, spec, record, step, outcome)
+        found = ", ".join(f"{s}={w}" for s, w in sorted(moved.items()))
+        subject = f"{outcome.subject} re-applied (the LB had {found})"
+        log.warning("%s", subject)
+        return self._record_step(
+            status, spec, record, plan, step, replace(outcome, subject=subject)
+        )
 
     def _analyse(
         self, spec: LoadedSpec, record: RolloutRecord, step: Step, ex: Executor, *, final: bool
@@ -750,6 +795,16 @@ def _drift(host: Host, doc: Readiness, spec: LoadedSpec, weights: Mapping[str, i
         if weights.get(server) != weight
     ]
     return problems
+
+
+def _reweighed(host: Host, doc: Readiness, weights: Mapping[str, int]) -> Readiness:
+    """A host's last readiness with the LB weights this step set (no new observation)."""
+    by_profile = {
+        p.key(): weights[planner.server_name(host, p)]
+        for p in host.profiles
+        if planner.server_name(host, p) in weights
+    }
+    return with_lb_weights(doc, by_profile)
 
 
 def _counters(stats: ServerStats) -> dict[str, int]:
