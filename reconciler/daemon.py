@@ -250,7 +250,10 @@ def run_daemon(config: Config) -> int:
 
     def readiness(fleet: str) -> FleetStatus | None:
         worker = workers.get(fleet)
-        return worker.status if worker else None
+        if worker is None:
+            return None  # not a fleet this daemon serves: 404
+        # Served but not observed yet: an empty status, which the readiness URL answers with 503.
+        return worker.status or FleetStatus(fleet, None, None, None, None, {}, [])
 
     server = Server(
         config.http.bind,
