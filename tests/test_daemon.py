@@ -68,7 +68,7 @@ class Daemon:
                     "fleets: [sandbox]",
                     f"cache: {world.root / 'daemon-cache'}",
                     f"pollInterval: {poll}",
-                    "http: {bind: 127.0.0.1, port: %d}" % port,
+                    f"http: {{bind: 127.0.0.1, port: {port}}}",
                     "webhookSecrets: {github: {env: TEST_GITHUB_SECRET}}",
                 ]
             )
