@@ -355,12 +355,48 @@ def openclaw_copies(prefix: str) -> Fact[Installed]:
     return Fact("openclaw copies", argv, parse_npm_ls, NPM_LS_S, TREE_OUTPUT)
 
 
+def nested_openclaw(prefix: str) -> Fact[Installed]:
+    """Every NESTED copy of openclaw, found on disk: `npm ls --all openclaw` gives the same
+    answer but loads the whole tree a second time (~0.4 s of CPU per observation); `find` over
+    the prefix's node_modules takes milliseconds. Output: `path:  "version": "X",` lines."""
+    modules = posixpath.join(prefix, "lib", "node_modules")
+    argv = (
+        "find", modules, "-mindepth", "3", "-path", "*/node_modules/openclaw/package.json",
+        "-exec", "grep", "-H", "-m1", '"version"', "{}", "+",
+    )  # fmt: skip
+    return Fact("nested openclaw", argv, _parser_of_copies(modules), QUICK_S, TREE_OUTPUT)
+
+
+_COPY_LINE = re.compile(r'^(?P<path>/.+)/package\.json:\s*"version"\s*:\s*"(?P<version>[^"]+)"')
+
+
+def _parser_of_copies(modules: str) -> Callable[[str, CommandResult], Installed]:
+    lib = posixpath.dirname(modules)
+
+    def parse(host: str, result: CommandResult) -> Installed:
+        found = []
+        for line in output_text(host, result, max_bytes=TREE_OUTPUT).splitlines():
+            match = _COPY_LINE.match(line.strip())
+            if match is None:
+                if line.strip():
+                    raise _fail(host, result, f"unexpected line from find: {line[:120]!r}")
+                continue
+            if not VERSION_RE.match(match["version"]):
+                raise _fail(
+                    host, result, f"nested openclaw without a valid version: {line[:120]!r}"
+                )
+            found.append(f"{posixpath.relpath(match['path'], lib)}@{match['version']}")
+        return Installed(core=None, duplicates=sorted(found))
+
+    return parse
+
+
 def installed(transport: Transport, prefix: str, *, timeout: float) -> Installed:
-    """The installed tree: depth-1 listing merged with the any-depth search for openclaw
-    (both at once: each `npm ls` loads the whole tree, ~0.4 s here)."""
+    """The installed tree: npm's depth-1 listing (core, plugins, problems) merged with every
+    nested copy of openclaw at any depth (found on disk, both at once)."""
     with ThreadPoolExecutor(2, thread_name_prefix=f"npm-ls-{transport.host}") as pool:
         top = pool.submit(gather, transport, npm_tree(prefix), timeout=timeout)
-        deep = pool.submit(gather, transport, openclaw_copies(prefix), timeout=timeout)
+        deep = pool.submit(gather, transport, nested_openclaw(prefix), timeout=timeout)
         return merge_trees(top.result(), deep.result())
 
 
