@@ -576,11 +576,10 @@ class Engine:
         step: Step,
         ex: Executor,
     ) -> PassResult | None:
-        if len(step.hosts) != 1:
+        if spec.lock is None:
             return None
-        host = spec.fleet.host(step.hosts[0])
-        doc = ex.agent.observe(host, lb_weights=ex.lb.weights())
-        if not (doc.green and not matches_lock(doc, spec.lock) and spec.lock is not None):
+        docs = ex.observe(step.hosts)
+        if not all(d.green and not matches_lock(d, spec.lock) for d in docs.values()):
             return None
         mine = [s for s in plan.steps if s.hosts == step.hosts]
         ramps = [s for s in mine if s.action == "ramp"]
@@ -591,21 +590,22 @@ class Engine:
             skip += [s.id for s in ramps[-1:]]
         done = [*record.done_steps, *[s for s in skip if s not in record.done_steps]]
         following = next((s.id for s in plan.steps if s.id not in done), None)
-        subject = (
-            f"{host.name}: already on openclaw {doc.installed.core} and green; nothing to install"
-        )
-        hosts = _with_phase(record.hosts, [host.name], "Verified", None)
+        core = next(iter(docs.values())).installed.core
+        who = step.hosts[0] if len(step.hosts) == 1 else "fleet"
+        subject = f"{who}: already on openclaw {core} and green; nothing to install"
+        hosts = _with_phase(record.hosts, step.hosts, "Verified", None)
         t = Transition(
             self.fleet_name,
             subject,
             spec_commit=record.spec_commit,
-            node=host.name,
+            node=",".join(step.hosts),
             phase="Verified",
         )
-        t.readiness(doc)
+        for doc in docs.values():
+            t.readiness(doc)
         update = {"done_steps": done, "current_step": following, "hosts": hosts, "message": subject}
         if record.golden_fingerprint is None:
-            update["golden_fingerprint"] = doc.fingerprint
+            update["golden_fingerprint"] = next(iter(docs.values())).fingerprint
         commit = self._write(status, t, record.model_copy(update=update))
         return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
 

@@ -347,3 +347,46 @@ def test_standby_takes_over_when_the_holder_dies_and_its_lease_expires(
         assert acting_instances(world, bump) == {"first", "second"}
         log = [c.message.splitlines()[0] for c in status_log(world)]
         assert any(s.startswith("lease taken by second") for s in log)
+
+
+# --- strategies and windows ---------------------------------------------------------------------
+
+
+def test_all_at_once_drains_installs_and_restores_the_whole_fleet(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    with World(
+        tmp_path / "w", names=("mac-1", "mac-2"), registry=registry,
+        extra_rollout={"strategy": "all-at-once"},
+    ) as world:  # fmt: skip
+        adopted(world)
+        bump = world.bump("2026.4.3")
+        done = reconcile(world)
+        assert done.returncode == 0, done.stderr
+        assert [installed(h) for h in world.hosts] == ["2026.4.3", "2026.4.3"]
+        assert world.weights() == {"mac-1": 100, "mac-2": 100}
+        changes = [(c["server"], c["weight"]) for c in world.weight_history()]
+        assert changes == [("mac-1", 0), ("mac-2", 0), ("mac-1", 100), ("mac-2", 100)]
+        log = [c for c in status_log(world) if trailers(c).get("Spec-Commit") == bump]
+        assert any(c.message.startswith("fleet: installed openclaw 2026.4.3") for c in log)
+
+
+def test_a_closed_maintenance_window_holds_the_rollout(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    with World(tmp_path / "w", names=("mac-1",), registry=registry) as world:
+        adopted(world)
+        deny_now = (
+            'windows:\n  - kind: deny\n    start: "00:00"\n    duration: 24h\n    timezone: UTC\n'
+        )
+        files = world.spec_files("2026.4.3")
+        files["fleet.yaml"] = files["fleet.yaml"].replace(
+            b"loadBalancer:", deny_now.encode() + b"loadBalancer:"
+        )
+        world.commit(files, "bump during a freeze window")
+        held = reconcile(world)
+        assert held.returncode == 3, held.stderr
+        assert installed(world.hosts[0]) == "2026.4.2"
+        rollout = status_file(world, "rollout.json")
+        assert rollout["phase"] == "Paused" and "outside maintenance windows" in rollout["message"]
+        assert world.weight_history() == []
