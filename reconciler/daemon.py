@@ -133,13 +133,13 @@ def run_until_settled(
     console = Console(stderr=True, highlight=False)
     failures = 0
     result = PassResult("Idle", "not started", None)
-    for _ in range(max_passes):
+    for attempt in range(max_passes):
         try:
             result = engine.reconcile()
             failures = 0
         except TemporaryError as exc:
             failures += 1
-            if failures >= max_failures:
+            if failures >= max_failures or attempt == max_passes - 1:
                 _flush(engine)
                 raise
             delay = min(max_backoff, max(exc.delay, 0.2) * 2 ** min(failures - 1, 6))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -540,7 +541,8 @@ def test_file_driver_round_trip_and_history(weights_file: Path) -> None:
 
 def test_file_driver_replaces_atomically(weights_file: Path) -> None:
     lb = WeightsFile(weights_file)
-    inode = weights_file.stat().st_ino
+    original = weights_file.open("rb")  # held open, so its inode cannot be reused meanwhile
+    inode = os.fstat(original.fileno()).st_ino
     seen: list[object] = []
     stop = threading.Event()
 
@@ -557,6 +559,7 @@ def test_file_driver_replaces_atomically(weights_file: Path) -> None:
         stop.set()
         thread.join(timeout=5)
     assert weights_file.stat().st_ino != inode  # a new file renamed over, never rewritten
+    original.close()
     assert seen and all(isinstance(w, int) for w in seen)  # never half a document
     assert sorted(p.name for p in weights_file.parent.iterdir()) == [
         "weights.json",
