@@ -40,6 +40,7 @@ from reconciler.steps import Executor, HostAgent, Outcome
 from reconciler.validate import LoadedSpec, load
 
 log = logging.getLogger(__name__)
+SPEC_CACHE = 8  # loaded specs kept (commits are immutable)
 SOAK_CHECK_S = 5.0  # how often a soak looks at the LB's counters
 PRE_RAMP = ("bookmark", "drain", "preflight", "install", "restart", "verify")
 SETTLED = ("Complete", "Failed", "Invalid", "Idle")
@@ -93,6 +94,9 @@ class Engine:
     poll_s: float = 1.0
     clock: Callable[[], datetime] = utcnow
     failpoints: Failpoints = field(default_factory=Failpoints.from_env)
+    _specs: dict[str, tuple[LoadedSpec | None, list[str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     # --- the pass ------------------------------------------------------------------------
 
@@ -155,6 +159,14 @@ class Engine:
         self.store.repo.references.create(name, commit, force=True)
 
     def _load(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
+        """The fleet's spec at `commit`; memoized, since a commit never changes."""
+        if commit not in self._specs:
+            if len(self._specs) >= SPEC_CACHE:
+                self._specs.pop(next(iter(self._specs)))
+            self._specs[commit] = self._load_uncached(commit)
+        return self._specs[commit]
+
+    def _load_uncached(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
         _, files = source.read_commit(self.store.repo, commit)
         problems: list[str] = []
         for f in files:
