@@ -57,7 +57,7 @@ TREE_OUTPUT = 16 * 1024 * 1024
 
 PROBE_BODY_CHARS = 64 * 1024
 PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
-VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,64}$")
+VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,64}\Z")  # \Z: `$` would let "1.2.3\n" through
 _SEVERITIES: dict[str, Severity] = {
     "info": "info",
     "warning": "warning",
@@ -697,6 +697,8 @@ class ReleaseRanges:
     engines_node: str | None = None
     peer_openclaw: str | None = None
     min_host_version: str | None = None
+    integrity: str | None = None
+    """`dist.integrity` as the registry serves it (what npm checks the tarball against)."""
 
 
 def release_ranges(registry: str, name: str, version: str) -> Fact[ReleaseRanges]:
@@ -716,6 +718,7 @@ def parse_release(host: str, result: CommandResult) -> ReleaseRanges:
         engines_node=_nested_str(doc, "engines", "node"),
         peer_openclaw=_nested_str(doc, "peerDependencies", CORE),
         min_host_version=_nested_str(doc, CORE, "install", "minHostVersion"),
+        integrity=_nested_str(doc, "dist", "integrity"),
     )
 
 

@@ -10,6 +10,8 @@ each other. The loser refetches and redoes its step: it never force-pushes.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +36,23 @@ class RemoteUnavailable(TemporaryError):
 
 class StatusRewritten(PermanentError):
     """The status branch was rewritten (force-pushed) under us: refuse to act."""
+
+
+class CacheUnwritable(PermanentError):
+    """The reconciler's own cache (the bare mirror) cannot be written: disk full, read-only,
+    over quota. Retrying cannot help until an operator frees space; nothing was recorded."""
+
+
+# libgit2 reports a failed local write with the OS's words in its message (no errno).
+_DISK_ERRORS = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS))
+
+
+def _disk_error(exc: BaseException) -> str | None:
+    """The OS's words when `exc` is a failed local write (disk full, quota, read-only)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return exc.strerror or os.strerror(exc.errno)
+    text = str(exc)
+    return next((words for words in _DISK_ERRORS if words in text), None)
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,18 @@ class GitStore:
         self.repo = self._open(cache_dir)
 
     def _open(self, cache_dir: Path) -> pygit2.Repository:
+        try:
+            return self._open_or_init(cache_dir)
+        except (pygit2.GitError, OSError) as exc:
+            why = _disk_error(exc)
+            if why is None:
+                raise
+            raise CacheUnwritable(
+                f"cache {cache_dir}: cannot create the mirror of {self.remote_url}: {why}; "
+                "free space there (or point --cache elsewhere) and run again"
+            ) from None
+
+    def _open_or_init(self, cache_dir: Path) -> pygit2.Repository:
         if (cache_dir / "HEAD").exists():
             repo = pygit2.Repository(str(cache_dir))
         else:
@@ -123,6 +154,12 @@ class GitStore:
             with self._lock:
                 self.repo.remotes["origin"].fetch(specs, callbacks=_Callbacks(keypair=self.keypair))
         except pygit2.GitError as exc:
+            why = _disk_error(exc)
+            if why is not None:
+                raise CacheUnwritable(
+                    f"fetch from {self.remote_url} into the cache {self.repo.path} failed: {why}; "
+                    "free space there and run again (nothing was applied)"
+                ) from None
             raise RemoteUnavailable(f"fetch from {self.remote_url} failed: {exc}") from None
 
     def _ref(self, name: str) -> pygit2.Commit | None:
@@ -167,7 +204,28 @@ class GitStore:
         """Commit `changes` (path -> bytes, or None to delete) over `parent` and push with CAS.
 
         Returns the new commit id, or None when the tree would not change (nothing new).
+        Raises CacheUnwritable when the commit cannot even be built in the cache (disk full):
+        then nothing was pushed, and the step that produced it is redone by the next pass.
         """
+        try:
+            oid = self._build(parent, changes, message)
+        except (pygit2.GitError, OSError) as exc:
+            why = _disk_error(exc)
+            if why is None:
+                raise
+            raise CacheUnwritable(
+                f"cannot write the status commit {message.splitlines()[0]!r} in the cache "
+                f"{self.repo.path}: {why}; nothing was recorded (the step is redone on the "
+                "next run); free space there and run again"
+            ) from None
+        if oid is None:
+            return None
+        self._push(oid, parent)
+        return str(oid)
+
+    def _build(
+        self, parent: pygit2.Commit | None, changes: Mapping[str, bytes | None], message: str
+    ) -> pygit2.Oid | None:
         index = pygit2.Index()
         if parent is not None:
             index.read_tree(parent.tree)
@@ -183,13 +241,12 @@ class GitStore:
             return None
         sig = pygit2.Signature(self.identity.name, self.identity.email)
         parents = [parent.id] if parent is not None else []
-        oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
-        self._push(oid, parent)
-        return str(oid)
+        oid: pygit2.Oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
+        return oid
 
     def _push(self, oid: pygit2.Oid, parent: pygit2.Commit | None) -> None:
         local = f"refs/heads/{self.status_branch}"
-        self.repo.references.create(local, oid, force=True)
+        self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
         expect = {local: str(parent.id) if parent is not None else _ZERO}
         callbacks = _Callbacks(expect=expect, keypair=self.keypair)
         try:
@@ -207,4 +264,25 @@ class GitStore:
             raise RemoteUnavailable(f"push to {self.remote_url} failed: {exc}") from None
         if callbacks.rejected:
             raise StatusConflict("; ".join(callbacks.rejected), delay=0.0)
-        self.repo.references.create(f"refs/remotes/origin/{self.status_branch}", oid, force=True)
+        self.set_local_ref(
+            f"refs/remotes/origin/{self.status_branch}",
+            oid,
+            consequence="the commit IS on the remote; the next run fetches it",
+        )
+
+    def set_local_ref(
+        self, name: str, target: pygit2.Oid | str, *, consequence: str = "nothing was done"
+    ) -> None:
+        """Point a ref of the cache (never the remote) at `target`; a full disk is a
+        CacheUnwritable that says what it means (`consequence`), not a raw OSError."""
+        oid = target if isinstance(target, pygit2.Oid) else pygit2.Oid(hex=target)
+        try:
+            self.repo.references.create(name, oid, force=True)
+        except (pygit2.GitError, OSError) as exc:
+            why = _disk_error(exc)
+            if why is None:
+                raise
+            raise CacheUnwritable(
+                f"cannot update {name} in the cache {self.repo.path}: {why}; {consequence}; "
+                "free space there and run again"
+            ) from None

@@ -93,7 +93,11 @@ class LocalTransport:
             proc = self._spawn(args, environment)
         except _ExecFailed as failed:
             return CommandResult(args, failed.code, b"", failed.message.encode(), 0.0, False)
-        out, err, timed_out = _collect(proc, started + timeout, max_output)
+        try:
+            out, err, timed_out = _collect(proc, started + timeout, max_output)
+        except (KeyboardInterrupt, SystemExit):
+            _kill_group(proc)  # stopped mid-command: never leave it running on its own
+            raise
         if timed_out:
             _kill_group(proc)
             raise CommandTimeout(

@@ -21,7 +21,9 @@ Why the install looks the way it does:
   `openclaw.install.minHostVersion` against the core it will run with (from the lock, else from
   `npm view` on the host). npm would not refuse a peer mismatch: it silently nests a second copy
   of openclaw under the plugin (or, for an optional peer, leaves an invalid one). `--engine-strict`
-  then covers the dependencies we did not check ourselves.
+  then covers the dependencies we did not check ourselves. And the lock's tarball integrity:
+  npm checks a tarball against the registry's `dist.integrity`, never against our lock, so a
+  locked release is refused unless the registry (as the host sees it) serves the locked value.
 * `prefer_offline=True` (rollbacks) adds `--prefer-offline`: the prior versions come from the
   host's npm cache, so a registry outage cannot block going back.
 * Unpinned `@openclaw/*` packages are removed (`prune`): otherwise a plugin dropped from the spec
@@ -53,10 +55,11 @@ from reconciler.lock import Lock
 from reconciler.planner import Pin
 from reconciler.spec import NPM_NAME, Fleet, Host, Profile, seconds
 from reconciler.transport import CommandResult, Transport, describe
-from reconciler.versions import is_exact, satisfies
+from reconciler.versions import EXACT_SEMVER, satisfies
 
 CORE = facts.CORE
 _NPM_NAME = re.compile(NPM_NAME)
+_EXACT = re.compile(EXACT_SEMVER)
 RESTART_POLL_S = 0.2
 READY_POLL_S = 0.25
 
@@ -71,6 +74,10 @@ class PluginIncompatible(HostError, PermanentError):
 
 class InsufficientDisk(HostError, PermanentError):
     """Less free space under the npm prefix than `rollout.minFreeDiskMb`."""
+
+
+class IntegrityMismatch(HostError, PermanentError):
+    """The registry serves a release whose tarball integrity is not the one the lock pins."""
 
 
 class InstallVerificationFailed(HostError, PermanentError):
@@ -97,8 +104,10 @@ def wanted_versions(pins: Mapping[str, str] | Sequence[Pin]) -> dict[str, str]:
     pairs = list(pins.items()) if isinstance(pins, Mapping) else [(p.name, p.version) for p in pins]
     wanted: dict[str, str] = {}
     for name, version in sorted(pairs, key=lambda pair: pair[0] != CORE):
-        if not _NPM_NAME.match(name) or not is_exact(version):
-            raise ValueError(f"not an exact npm pin: {name}@{version}")
+        # fullmatch: a pattern's `$` also matches before a trailing newline, and these pins may
+        # come from a bookmark on the status branch, not only from the validated spec.
+        if not _NPM_NAME.fullmatch(name) or not _EXACT.fullmatch(version):
+            raise ValueError(f"not an exact npm pin: {name!r}@{version!r}")
         wanted[name] = version
     return wanted
 
@@ -175,8 +184,9 @@ def preflight(
 ) -> None:
     """Refuse before touching anything: a release whose engines.node excludes this host's
     Node, a plugin whose peer range or minHostVersion excludes `core` (npm would silently nest
-    a second openclaw, or leave an invalid peer), too little free disk. The facts are read
-    concurrently (one `npm view` per release without a lock)."""
+    a second openclaw, or leave an invalid peer), a locked release the registry serves with
+    another integrity than the lock's, too little free disk. The facts are read concurrently
+    (one `npm view` per release, none for a rollback from the cache of a locked release)."""
     quick = seconds(fleet.ssh.command_timeout)
     with ThreadPoolExecutor(len(todo) + 2, thread_name_prefix=f"preflight-{host.name}") as pool:
         node_f = pool.submit(facts.gather, transport, facts.node_version(), timeout=quick)
@@ -232,13 +242,29 @@ def _ranges(
     timeout: float,
 ) -> facts.ReleaseRanges:
     """The release's ranges: from the lock when it has this release, else from the registry
-    as the host sees it (from the npm cache first when `prefer_offline`)."""
+    as the host sees it (from the npm cache first when `prefer_offline`).
+
+    A locked release is also checked against the registry as the host sees it: npm verifies
+    the tarball it downloads against the registry's `dist.integrity`, never against our lock,
+    so the lock's integrity only protects the install if the registry serves that same value.
+    (A rollback, `prefer_offline`, installs from the host's cache and skips the check.)"""
     locked = lock.package(name) if lock is not None else None
-    if locked is not None and locked.version == version:
-        return facts.ReleaseRanges(
-            locked.engines_node, locked.peer_openclaw, locked.min_host_version
-        )
     fact = facts.release_ranges(fleet.openclaw.registry, name, version)
+    if locked is not None and locked.version == version:
+        if not prefer_offline:
+            served = facts.gather(transport, fact, timeout=timeout).integrity
+            hashes = {h.split("?", 1)[0] for h in (served or "").split()}
+            if locked.integrity not in hashes:
+                raise IntegrityMismatch(
+                    transport.host,
+                    f"{name}@{version}: the registry {fleet.openclaw.registry} serves "
+                    f"dist.integrity {_short(served)}, openclaw.lock pins "
+                    f"{_short(locked.integrity)}; npm would install the registry's tarball, so "
+                    "refusing to install; nothing was changed",
+                )
+        return facts.ReleaseRanges(
+            locked.engines_node, locked.peer_openclaw, locked.min_host_version, locked.integrity
+        )
     if not prefer_offline:
         return facts.gather(transport, fact, timeout=timeout)
     try:
@@ -249,6 +275,14 @@ def _ranges(
         # block it (npm caches only the abbreviated metadata `npm view` does not read), so the
         # ranges stay unknown and npm's --engine-strict is the check.
         return facts.ReleaseRanges()
+
+
+def _short(integrity: str | None) -> str:
+    """An SRI hash for a message: algorithm and the first 16 characters of the digest."""
+    if not integrity:
+        return "(none)"
+    algorithm, _, digest = integrity.partition("-")
+    return f"{algorithm}-{digest[:16]}..." if digest else integrity[:24]
 
 
 @dataclass(frozen=True)

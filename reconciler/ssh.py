@@ -50,6 +50,7 @@ from .errors import (
     AuthenticationError,
     CommandFailed,
     CommandTimeout,
+    HostError,
     HostKeyError,
     HostUnreachable,
     MissingBinary,
@@ -193,6 +194,9 @@ class SSHTransport:
         self._lock = threading.Lock()
         self._client: paramiko.SSHClient | None = None
         self._pkey: paramiko.PKey | None = None
+        self._failed: tuple[float, HostError] | None = None
+        """When the last connect failed, and how: threads that were already waiting for that
+        connect get the same answer instead of each paying another connect timeout."""
 
     @property
     def target(self) -> str:
@@ -223,10 +227,19 @@ class SSHTransport:
         command = self.command_line(args, env, nonce)
         channel = self._open_channel()
         started = time.monotonic()
+        stdout, stderr = BoundedBuffer(max_output), BoundedBuffer(max_output)
+        splitter = _StdoutSplitter(_pid_marker(nonce).encode(), stdout)
         try:
             self._start(channel, command, args)
-            outcome = _collect(channel, started + timeout, max_output, nonce)
+            outcome = _collect(channel, started + timeout, splitter, stderr)
             lost = outcome.exit_code == -1 and not channel.get_transport().is_active()
+        except (KeyboardInterrupt, SystemExit):
+            # The reconciler is being stopped (SIGINT, or SIGTERM turned into SystemExit) while
+            # this command runs. Closing the channel does not stop it (no pty, no SIGHUP): an
+            # `npm install` would go on alone and race the install of the next run. Kill it.
+            if not channel.exit_status_ready():
+                self._kill_remote(splitter.pid)
+            raise
         finally:
             channel.close()
         if lost and not outcome.timed_out:
@@ -322,6 +335,7 @@ class SSHTransport:
         raise AssertionError("unreachable")
 
     def _connection(self) -> paramiko.Transport:
+        asked = time.monotonic()
         with self._lock:
             if self._client is not None:
                 transport = self._client.get_transport()
@@ -329,7 +343,18 @@ class SSHTransport:
                     return transport
                 self._client.close()
                 self._client = None
-            client = self._connect()
+            if self._failed is not None and self._failed[0] >= asked:
+                # Facts are gathered in parallel over one connection: when the host is frozen,
+                # each waiting thread would otherwise try its own connect, one connect timeout
+                # after the other (5 facts x 10 s before one pass can even report the host).
+                exc = self._failed[1]
+                raise type(exc)(self.host, str(exc).removeprefix(f"{self.host}: "))
+            try:
+                client = self._connect()
+            except HostError as exc:
+                self._failed = (time.monotonic(), exc)
+                raise
+            self._failed = None
             self._client = client
             transport = client.get_transport()
             assert transport is not None
@@ -523,16 +548,17 @@ def _missing_marker(nonce: str) -> str:
     return f"__reconciler_missing_{nonce}__"
 
 
-def _collect(channel: paramiko.Channel, deadline: float, max_output: int, nonce: str) -> _Outcome:
-    """Read stdout/stderr into bounded buffers until the command's exit or the deadline."""
-    stdout, stderr = BoundedBuffer(max_output), BoundedBuffer(max_output)
-    splitter = _StdoutSplitter(_pid_marker(nonce).encode(), stdout)
+def _collect(
+    channel: paramiko.Channel, deadline: float, splitter: _StdoutSplitter, stderr: BoundedBuffer
+) -> _Outcome:
+    """Read stdout (through `splitter`, which finds our PID line) and stderr into bounded
+    buffers until the command's exit or the deadline."""
     timed_out = _pump(channel, splitter, stderr, deadline)
     if not timed_out:
         timed_out = not channel.status_event.wait(max(0.0, deadline - time.monotonic()))
         _drain(channel, splitter, stderr)
     splitter.finish()
-    return _Outcome(stdout, stderr, splitter.pid, channel.exit_status, timed_out)
+    return _Outcome(splitter.sink, stderr, splitter.pid, channel.exit_status, timed_out)
 
 
 def _pump(

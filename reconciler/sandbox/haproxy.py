@@ -33,7 +33,7 @@ HAPROXY = "haproxy"
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_GRACE_S = 3.0
-_SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux; keep a margin
+_SUN_PATH_MAX = 97  # haproxy refuses longer stats socket paths ("too long (max 97)")
 _PORT_ATTEMPTS = 3
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/@+=,%~-]+")
 

@@ -1,0 +1,1 @@
+"""Reliability and security suite: real faults on real parts, bad input, and nothing lost."""
