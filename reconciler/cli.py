@@ -195,14 +195,21 @@ def default_cache(remote: str) -> Path:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    import signal
+
     from reconciler.daemon import build_engine, run_until_settled
 
+    # SIGTERM ends the run like Ctrl-C: the transports kill the command in hand on the way out,
+    # so no remote install goes on alone; progress is on the status branch.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     engine = build_engine(args, _store(args))
     result = run_until_settled(engine, progress=not args.json, max_passes=args.max_passes)
     if args.json:
         render.emit_json(
             {"phase": result.phase, "message": result.message, "commit": result.commit}
         )
+    elif result.phase not in ("Complete", "Idle"):
+        print(f"{result.phase}: {result.message}", file=sys.stderr)
     return {"Complete": EXIT_OK, "Idle": EXIT_OK}.get(
         result.phase,
         EXIT_CHANGES if result.phase in ("Progressing", "Paused", "Frozen") else EXIT_INVALID,

@@ -156,7 +156,7 @@ class Engine:
 
     def _remember(self, commit: str) -> None:
         name = f"refs/reconciler/seen/{self.store.status_branch}"
-        self.store.repo.references.create(name, commit, force=True)
+        self.store.set_local_ref(name, commit, consequence="nothing was applied")
 
     def _load(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
         """The fleet's spec at `commit`; memoized, since a commit never changes."""
@@ -201,8 +201,10 @@ class Engine:
 
     def _invalid(self, status: FleetStatus, head: str, problems: list[str]) -> PassResult:
         record = status.rollout
+        listing = "".join(f"\n  {p}" for p in problems)
         if record is not None and record.invalid is not None and record.invalid.commit == head:
-            return PassResult("Invalid", f"{head[:12]} is invalid; last good state stays", None)
+            message = f"{head[:12]} is invalid; last good state stays{listing}"
+            return PassResult("Invalid", message, None)
         base = record or RolloutRecord(
             fleet=self.fleet_name, phase="Invalid", updated_at=self._now()
         )
@@ -223,7 +225,7 @@ class Engine:
             spec_commit=head,
             status_commit=commit,
         )
-        return PassResult(phase, t.subject, None, commit=commit)
+        return PassResult(phase, t.subject + listing, None, commit=commit)
 
     def _start(self, status: FleetStatus, spec: LoadedSpec, head: str) -> PassResult:
         old = status.rollout

@@ -289,7 +289,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         length = self._length() or 0
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # the client sent less than it announced, then went quiet
+            self.close_connection = True
+            raise webhooks.Rejected(400, "body shorter than Content-Length") from None
         if len(body) != length:
             raise webhooks.Rejected(400, "body shorter than Content-Length")
         return body

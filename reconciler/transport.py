@@ -113,7 +113,7 @@ def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
     """A validated copy of env: names match ENV_NAME, values are NUL-free strings."""
     checked: dict[str, str] = {}
     for name, value in (env or {}).items():
-        if not isinstance(name, str) or not ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
             raise ValueError(f"invalid environment variable name: {name!r}")
         if not isinstance(value, str) or "\0" in value:
             raise ValueError(f"invalid value for environment variable {name}: {value!r}")

@@ -243,7 +243,6 @@ ENGINE_SEEN_REF = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_SEEN_REF)
 def test_disk_full_mid_rollout_is_a_clear_error_then_resumes(h: Harness, tiny_cache: Path) -> None:
     before = current(h)
     target = other(before)

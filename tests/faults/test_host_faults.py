@@ -134,7 +134,6 @@ SILENT_INVALID = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=SILENT_INVALID)
 def test_invalid_spec_says_why_on_stderr(h: Harness) -> None:
     assert h.world.ssh is not None
     before = current(h)
@@ -286,7 +285,6 @@ ORPHANED_INSTALL = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=ORPHANED_INSTALL)
 def test_sigterm_leaves_no_install_running_on_the_host() -> None:
     if "mac-1" not in ORPHANS:
         pytest.skip("the SIGTERM case did not get that far")
