@@ -3,7 +3,8 @@
 One 2-host World for the module; each case moves the fleet to the other release, so the state
 carries from case to case (like tests/test_engine.py's crash_world).
 
-- the git remote unreachable (git daemon stopped): nothing applied, a clear error; a running
+- the git remote unreachable (git daemon stopped): nothing applied, a clear error (from the
+  bounded driver, and once from the real CLI's own `--max-passes` give-up); a running
   reconciler retries and finishes once the remote is back;
 - a push rejected by a concurrent writer: the reconciler refetches and redoes the step, never
   force-pushes (the other writer's commit stays in history); the remote lost while a step runs;
@@ -234,13 +235,6 @@ def test_disk_full_on_a_fresh_cache_applies_nothing(h: Harness, tiny_cache: Path
     assert "Traceback" not in full.stderr, full.stderr
     assert len(world.weight_history()) == history
     h.end_state(before)
-
-
-ENGINE_SEEN_REF = (
-    "engine.Engine._remember writes refs/reconciler/seen/* with pygit2 directly: on a full cache "
-    "disk that is a raw OSError and a traceback. Fix: call store.set_local_ref(name, commit) "
-    "(gitstore.py), which raises CacheUnwritable with a clear message"
-)
 
 
 def test_disk_full_mid_rollout_is_a_clear_error_then_resumes(h: Harness, tiny_cache: Path) -> None:
