@@ -5,7 +5,8 @@ Why it looks the way it does:
 * **Host keys are pinned.** Keys come only from the spec repo's known_hosts file (plain,
   `[addr]:port` and hashed entries). An unknown key or a changed key raises `HostKeyError`
   naming the host, the address and the offered key's fingerprint. There is no trust-on-first-use
-  (no AutoAddPolicy, no WarningPolicy): a rollout must never talk to a host it cannot identify.
+  (unknown keys are never added or merely warned about): a rollout must never talk to a host it
+  cannot identify.
 * **One connection per host, reused.** A fresh SSH handshake costs ~70-85 ms; a command on a
   live connection ~5-7 ms once Nagle is off (we build the socket ourselves with TCP_NODELAY).
   Keepalives hold the connection through idle periods; when it dropped (sshd restarted, host
