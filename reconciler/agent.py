@@ -79,6 +79,23 @@ class FleetAgent:
             now=datetime.now(UTC),
         )
 
+    def installed(self, host: Host) -> Installed:
+        t = self.transport(host)
+        prefix = facts.resolve_prefix(t, host, timeout=self._quick())
+        return facts.installed(t, prefix, timeout=self._quick())
+
+    def live(self, host: Host) -> dict[str, tuple[bool, str | None]]:
+        t = self.transport(host)
+        out: dict[str, tuple[bool, str | None]] = {}
+        for profile in host.profiles:
+            try:
+                got = facts.gather(t, facts.probes(profile.port), timeout=self._quick())
+            except readiness.PRODUCT_ERRORS:
+                out[profile.key()] = (False, None)
+            else:
+                out[profile.key()] = (got.readyz.ok, got.running_version)
+        return out
+
     def node_version(self, host: Host) -> str:
         return facts.gather(self.transport(host), facts.node_version(), timeout=self._quick())
 

@@ -364,7 +364,8 @@ class Engine:
         self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
     ) -> PassResult:
         ex = self._executor(spec, record)
-        if step.action in PRE_RAMP and _untouched(record, plan, step):
+        if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
+            ex.observed = ex.observe(step.hosts)  # the bookmark step reuses this observation
             skipped = self._skip_if_converged(status, spec, record, plan, step, ex)
             if skipped is not None:
                 return skipped
@@ -545,8 +546,13 @@ class Engine:
         step: Step,
         ex: Executor,
     ) -> PassResult | None:
+        # The host to widen is observed in full; peers verified earlier in this rollout keep
+        # their recorded readiness unless a cheap check (tree, probes) finds it stale, so a
+        # ramp costs about the same at the tenth host as at the first.
         upgraded = _upgraded(record, plan)
-        nodes = {**status.nodes, **ex.observe([*upgraded, *step.hosts])}
+        peers = {h: status.nodes[h] for h in upgraded if h in status.nodes and h not in step.hosts}
+        fresh = ex.observe([*step.hosts, *(h for h in upgraded if h not in peers)])
+        nodes = {**status.nodes, **ex.recheck(peers), **fresh}
         golden = _golden(record, plan, nodes, status.nodes)
         refusals = [
             r
@@ -590,14 +596,12 @@ class Engine:
         step: Step,
         ex: Executor,
     ) -> PassResult | None:
-        if spec.lock is None:
-            return None
-        docs = ex.observe(step.hosts)
+        docs = ex.observed
+        weights = ex.lb.weights()
         if not all(d.green and not matches_lock(d, spec.lock) for d in docs.values()):
             return None
         mine = [s for s in plan.steps if s.hosts == step.hosts]
         ramps = [s for s in mine if s.action == "ramp"]
-        weights = ex.lb.weights()
         in_place = all(weights.get(k) == w for k, w in ramps[-1].weights.items()) if ramps else True
         skip = [s.id for s in mine if s.action in PRE_RAMP] + [s.id for s in ramps[:-1]]
         if in_place:

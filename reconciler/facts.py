@@ -24,11 +24,13 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from reconciler import tree
 from reconciler.documents import Finding, Installed, Severity
 from reconciler.errors import CommandFailed, FactParseError
 from reconciler.spec import Host, Profile
@@ -311,8 +313,20 @@ def home_dir() -> Fact[str]:
     return Fact("home", ("printenv", "HOME"), parse_prefix, QUICK_S, SMALL_OUTPUT)
 
 
+_PREFIXES: weakref.WeakKeyDictionary[Transport, dict[str | None, str]] = weakref.WeakKeyDictionary()
+"""Resolved prefixes per transport (one host's connection): HOME and npm's global prefix do not
+change under a running reconciler, and asking costs a command (`npm prefix -g`: ~0.3 s)."""
+
+
 def resolve_prefix(transport: Transport, host: Host, *, timeout: float) -> str:
     """The host's npm prefix as an absolute path: the spec's (with `~/` expanded) or npm's."""
+    known = _PREFIXES.setdefault(transport, {})
+    if host.npm_prefix not in known:
+        known[host.npm_prefix] = _ask_prefix(transport, host, timeout=timeout)
+    return known[host.npm_prefix]
+
+
+def _ask_prefix(transport: Transport, host: Host, *, timeout: float) -> str:
     if host.npm_prefix is None:
         return gather(transport, npm_global_prefix(), timeout=timeout)
     if host.npm_prefix == "~" or host.npm_prefix.startswith("~/"):
@@ -391,9 +405,30 @@ def _parser_of_copies(modules: str) -> Callable[[str, CommandResult], Installed]
     return parse
 
 
+def host_tree(prefix: str) -> Fact[tree.HostTree]:
+    """The installed tree (core, plugins, npm's problems, every nested openclaw), the Node
+    version and the free space under `prefix`, from ONE `node -e` read of the package.json
+    files (see reconciler/tree.py for why not `npm ls`)."""
+    return Fact("installed tree", tree.argv(prefix), parse_host_tree, NPM_LS_S, TREE_OUTPUT)
+
+
+def parse_host_tree(host: str, result: CommandResult) -> tree.HostTree:
+    text = output_text(host, result, max_bytes=TREE_OUTPUT)
+    try:
+        return tree.parse_result(result, text)
+    except tree.TreeError as exc:
+        raise _fail(host, result, str(exc), text or result.stderr) from None
+
+
 def installed(transport: Transport, prefix: str, *, timeout: float) -> Installed:
-    """The installed tree: npm's depth-1 listing (core, plugins, problems) merged with every
-    nested copy of openclaw at any depth (found on disk, both at once)."""
+    """The installed tree as `npm ls` would report it (core, plugins, problems, every nested
+    copy of openclaw), read from disk in one command."""
+    return gather(transport, host_tree(prefix), timeout=timeout).installed
+
+
+def installed_by_npm(transport: Transport, prefix: str, *, timeout: float) -> Installed:
+    """The same tree from npm itself: `npm ls` at depth 1 merged with the on-disk search for
+    nested copies. The reference the fast reader is checked against."""
     with ThreadPoolExecutor(2, thread_name_prefix=f"npm-ls-{transport.host}") as pool:
         top = pool.submit(gather, transport, npm_tree(prefix), timeout=timeout)
         deep = pool.submit(gather, transport, nested_openclaw(prefix), timeout=timeout)

@@ -47,13 +47,16 @@ from reconciler.lock import Lock
 from reconciler.planner import server_name
 from reconciler.spec import Fleet, Host, Profile, seconds
 from reconciler.transport import Transport
+from reconciler.tree import HostTree
 from reconciler.versions import satisfies
 
 T = TypeVar("T")
 
 PRODUCT_ERRORS = (MissingBinary, FactParseError, CommandFailed, CommandTimeout)
 """Errors that describe the host's product state: recorded as reasons, not raised."""
-PER_HOST_WORKERS = 4
+PROFILE_FACTS = 4
+MAX_CHANNELS = 8
+"""Concurrent commands per host: sshd's MaxSessions defaults to 10 channels per connection."""
 FLEET_WORKERS = 32
 
 
@@ -133,23 +136,31 @@ def observe(
 
 
 def _gather(fleet: Fleet, host: Host, transport: Transport) -> _HostFacts:
-    """Every fact of the host, concurrently over its one connection."""
+    """Every fact of the host, concurrently over its one connection: one read of the tree
+    (which also gives Node's version and the free space), and each profile's four facts."""
     timeout = seconds(fleet.ssh.command_timeout)
     reasons = _Reasons()
     prefix = reasons.attempt(
         "npm prefix", lambda: facts.resolve_prefix(transport, host, timeout=timeout)
     )
-    with ThreadPoolExecutor(PER_HOST_WORKERS, thread_name_prefix=f"observe-{host.name}") as pool:
-        node = pool.submit(_one, transport, facts.node_version(), "node", timeout)
+    workers = min(1 + PROFILE_FACTS * len(host.profiles), MAX_CHANNELS)
+    with ThreadPoolExecutor(workers, thread_name_prefix=f"observe-{host.name}") as pool:
         tree = pool.submit(_tree, transport, prefix, timeout)
-        disk = pool.submit(_disk, transport, prefix, timeout)
-        profiles = [pool.submit(_profile_facts, transport, p, timeout) for p in host.profiles]
-        node_version, node_reasons = node.result()
-        installed, tree_reasons = tree.result()
-        free, disk_reasons = disk.result()
-        for found in (node_reasons, tree_reasons, disk_reasons):
-            reasons.extend(found)
-        return _HostFacts(node_version, installed, free, [f.result() for f in profiles], reasons)
+        profiles = [_profile_facts(pool, transport, p, timeout) for p in host.profiles]
+        got, tree_reasons = tree.result()
+        reasons.extend(tree_reasons)
+        disk: facts.DiskFree | None = None
+        if got is not None and got.available_kb is not None:
+            disk = facts.DiskFree(path=got.disk_path or "", available_kb=got.available_kb)
+        elif prefix is not None:  # a Node without fs.statfsSync: ask df
+            disk = _df(transport, prefix, timeout, reasons)
+        return _HostFacts(
+            got.node_version if got else None,
+            got.installed if got else Installed(core=None),
+            disk,
+            [p.result() for p in profiles],
+            reasons,
+        )
 
 
 def _one(
@@ -160,39 +171,59 @@ def _one(
     return value, reasons
 
 
-def _tree(transport: Transport, prefix: str | None, timeout: float) -> tuple[Installed, _Reasons]:
-    reasons = _Reasons()
-    tree = None
-    if prefix is not None:
-        tree = reasons.attempt(
-            "npm tree", lambda: facts.installed(transport, prefix, timeout=timeout)
-        )
-    return tree if tree is not None else Installed(core=None), reasons
+def _df(
+    transport: Transport, prefix: str, timeout: float, reasons: _Reasons
+) -> facts.DiskFree | None:
+    return reasons.attempt(
+        "disk", lambda: facts.gather(transport, facts.disk_free(prefix), timeout=timeout)
+    )
 
 
-def _disk(
+def _tree(
     transport: Transport, prefix: str | None, timeout: float
-) -> tuple[facts.DiskFree | None, _Reasons]:
+) -> tuple[HostTree | None, _Reasons]:
     if prefix is None:
         return None, _Reasons()
-    return _one(transport, facts.disk_free(prefix), "disk", timeout)
+    return _one(transport, facts.host_tree(prefix), "npm tree", timeout)
 
 
-def _profile_facts(transport: Transport, profile: Profile, timeout: float) -> _ProfileFacts:
-    """doctor, post-upgrade doctor, probes and health of one profile, in that order."""
+@dataclass(frozen=True)
+class _Pending:
+    """A profile's four facts, in flight on the host's pool."""
+
+    doctor: Future[tuple[facts.Doctor | None, _Reasons]]
+    post_upgrade: Future[tuple[facts.Doctor | None, _Reasons]]
+    probes: Future[tuple[facts.Probes | None, _Reasons]]
+    health: Future[tuple[facts.Health | None, _Reasons]]
+
+    def result(self) -> _ProfileFacts:
+        reasons = _Reasons()
+        doctor, post, probes, health = (
+            self.doctor.result(),
+            self.post_upgrade.result(),
+            self.probes.result(),
+            self.health.result(),
+        )
+        for _, found in (doctor, post, probes, health):  # a fixed order: same state, same doc
+            reasons.extend(found)
+        return _ProfileFacts(doctor[0], post[0], probes[0], health[0], reasons)
+
+
+def _profile_facts(
+    pool: ThreadPoolExecutor, transport: Transport, profile: Profile, timeout: float
+) -> _Pending:
+    """doctor, post-upgrade doctor, probes and health of one profile, started concurrently."""
     env = facts.profile_env(profile)
-    reasons = _Reasons()
 
-    def get(fact: facts.Fact[T]) -> T | None:
+    def get(fact: facts.Fact[T]) -> Future[tuple[T | None, _Reasons]]:
         what = f"profile {profile.key()}: {fact.name}"
-        return reasons.attempt(what, lambda: facts.gather(transport, fact, timeout=timeout))
+        return pool.submit(_one, transport, fact, what, timeout)
 
-    return _ProfileFacts(
+    return _Pending(
         doctor=get(facts.doctor(env)),
         post_upgrade=get(facts.post_upgrade(env)),
         probes=get(facts.probes(profile.port)),
         health=get(facts.health(env)),
-        reasons=reasons,
     )
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from reconciler import lb as lbmod
 from reconciler import versions
@@ -22,6 +22,10 @@ from reconciler.gates import matches_lock
 from reconciler.lock import Lock
 from reconciler.planner import Pin, Step, host_weights
 from reconciler.spec import Fleet, Host, seconds
+
+T = TypeVar("T")
+READY_POLL_S = 0.2
+"""How often a host that was just restarted is probed for readiness."""
 
 
 class HostAgent(Protocol):
@@ -43,6 +47,14 @@ class HostAgent(Protocol):
     def install(self, host: Host, pins: list[Pin], *, prefer_offline: bool) -> Installed: ...
 
     def restart(self, host: Host) -> None: ...
+
+    def installed(self, host: Host) -> Installed:
+        """The installed tree alone (cheap: one read)."""
+        ...
+
+    def live(self, host: Host) -> dict[str, tuple[bool, str | None]]:
+        """Per profile: does /readyz answer 200, and which version runs (cheap: probes only)."""
+        ...
 
     def skill_links(self, host: Host) -> dict[str, str]: ...
 
@@ -73,6 +85,10 @@ class Executor:
     now: Callable[[], str]
     sleep: Callable[[float], None] = time.sleep
     poll_s: float = 1.0
+    ready_poll_s: float = READY_POLL_S
+    observed: dict[str, Readiness] = field(default_factory=dict)
+    """Readiness already observed fresh in this pass (the skip check's), so the bookmark step
+    does not observe the same hosts twice."""
 
     def run(self, step: Step, *, seq: int) -> Outcome:
         """Run one step. A permanent host error (engines.node refused, install did not
@@ -88,13 +104,20 @@ class Executor:
     def observe(self, names: list[str]) -> dict[str, Readiness]:
         """Fresh readiness of several hosts, observed in parallel."""
         weights = self.lb.weights()
-        unique = list(dict.fromkeys(names))
-        with ThreadPoolExecutor(max(1, min(16, len(unique)))) as pool:
-            futures = {
-                n: pool.submit(self.agent.observe, self.fleet.host(n), lb_weights=weights)
-                for n in unique
-            }
-            return {n: f.result() for n, f in futures.items()}
+        return _each(names, lambda n: self.agent.observe(self.fleet.host(n), lb_weights=weights))
+
+    def recheck(self, recorded: Mapping[str, Readiness]) -> dict[str, Readiness]:
+        """Hosts verified earlier, cheaply: the recorded readiness while their tree and their
+        running versions (one tree read, the probes) are what it says, else a fresh one."""
+
+        def check(name: str) -> Readiness:
+            host, doc = self.fleet.host(name), recorded[name]
+            running = {p.profile: (p.readyz, p.running_version) for p in doc.profiles}
+            if self.agent.installed(host) == doc.installed and self.agent.live(host) == running:
+                return doc
+            return self.agent.observe(host, lb_weights=self.lb.weights())
+
+        return _each(list(recorded), check)
 
     def _hosts(self, step: Step) -> list[Host]:
         return [self.fleet.host(name) for name in step.hosts]
@@ -106,7 +129,9 @@ class Executor:
 
     def _bookmark(self, step: Step, seq: int) -> Outcome:
         weights = self.lb.weights()
-        docs = self.observe(step.hosts)
+        fresh = [h for h in step.hosts if h not in self.observed]
+        docs = {**{h: self.observed[h] for h in step.hosts if h in self.observed}}
+        docs |= self.observe(fresh) if fresh else {}
         host = self._hosts(step)[0]
         bookmark = Bookmark(
             seq=seq,
@@ -197,14 +222,18 @@ class Executor:
         )
 
     def _wait_green(self, host: Host, timeout: float, *, use_lock: bool = True) -> Readiness:
+        """Poll the cheap probes until every profile is ready, then observe everything; again
+        until green or the deadline (when the last full observation says why not)."""
         deadline = time.monotonic() + timeout
         while True:
-            doc = self.agent.observe(host, lb_weights=self.lb.weights(), use_lock=use_lock)
-            if doc.green and (not use_lock or not matches_lock(doc, self.lock)):
-                return doc
-            if time.monotonic() >= deadline:
-                return doc
-            self.sleep(self.poll_s)
+            ready = all(r for r, _ in self.agent.live(host).values())
+            if ready or time.monotonic() >= deadline:
+                doc = self.agent.observe(host, lb_weights=self.lb.weights(), use_lock=use_lock)
+                if doc.green and (not use_lock or not matches_lock(doc, self.lock)):
+                    return doc
+                if time.monotonic() >= deadline:
+                    return doc
+            self.sleep(self.ready_poll_s)
 
     def _ramp(self, step: Step, seq: int) -> Outcome:
         lbmod.apply_weights(self.lb, step.weights)
@@ -253,6 +282,16 @@ class Executor:
             readiness={host.name: doc},
             weights=weights,
         )
+
+
+def _each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
+    """fn(name) for each distinct name, in parallel, in the order given."""
+    unique = list(dict.fromkeys(names))
+    if len(unique) <= 1:
+        return {n: fn(n) for n in unique}
+    with ThreadPoolExecutor(min(16, len(unique))) as pool:
+        futures = {n: pool.submit(fn, n) for n in unique}
+        return {n: f.result() for n, f in futures.items()}
 
 
 def _pins_of(installed: Installed) -> list[Pin]:

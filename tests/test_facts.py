@@ -152,7 +152,12 @@ def test_live_npm_trees(make_node: MakeNode, recorder: Recorder) -> None:
     recorder.run("npm-ls-legacy-peer-deps", legacy, facts.npm_tree(str(legacy_node.prefix)))
     recorder.run("npm-ls-empty-prefix", empty, facts.npm_tree(str(empty_node.prefix)))
 
-    # The merged fact (depth 1 + any-depth search) over the transport, as operations use it.
+    # The fast reader (package.json files, one node process) says exactly what npm says, on
+    # every real shape: drift, a nested second copy, an invalid peer, an empty prefix.
+    for n, t in ((drift_node, drift), (node, nested), (legacy_node, legacy), (empty_node, empty)):
+        assert facts.installed(t, str(n.prefix), timeout=30) == facts.installed_by_npm(
+            t, str(n.prefix), timeout=30
+        ), n.name
     merged = facts.installed(nested, str(node.prefix), timeout=30)
     assert merged == EXPECTED["npm-ls-nested"]
     legacy_tree = facts.installed(legacy, str(legacy_node.prefix), timeout=30)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import facts
+from reconciler import facts, tree
 from reconciler.errors import FactParseError
 from reconciler.metrics import Metrics
 from reconciler.operations import wanted_versions
@@ -341,6 +341,12 @@ def _npm_ls(version: object) -> CommandResult:
     return CommandResult(argv, 0, json.dumps(doc).encode(), b"", 0.1, False)
 
 
+def _tree_read(version: object) -> CommandResult:
+    package = {"name": "openclaw", "version": version, "deps": {}, "peers": {}, "optional": []}
+    doc = {"node": "v22.1.0", "packages": [{**package, "found": {}}], "copies": [], "disk": None}
+    return CommandResult(tree.argv("/opt/openclaw"), 0, json.dumps(doc).encode(), b"", 0.1, False)
+
+
 @pytest.mark.parametrize("case", list(NOT_VERSIONS))
 def test_a_version_that_is_not_one_is_refused(case: str) -> None:
     bad = NOT_VERSIONS[case]
@@ -352,6 +358,12 @@ def test_a_version_that_is_not_one_is_refused(case: str) -> None:
         message = str(caught.value)
         assert message.startswith("mac-1: `npm ls") and "no valid version" in message
         assert len(message) < 600
+        # the on-disk tree reader: the same refusal, whatever the version's type.
+        with pytest.raises(FactParseError) as caught:
+            facts.parse_host_tree("mac-1", _tree_read(bad))
+        message = str(caught.value)
+        assert message.startswith("mac-1: `node -e") and "no valid version" in message
+        assert len(message) < 900
     # the gateway's /startupz: the running version is unknown, not the bad value.
     startupz = json.dumps({"ok": True, "version": bad, "uptimeMs": 5})
     probes = [
