@@ -18,6 +18,7 @@ from reconciler import facts, operations, readiness
 from reconciler.connect import transport_for
 from reconciler.documents import Installed, Readiness
 from reconciler.planner import Pin
+from reconciler.prefetch import Prefetch
 from reconciler.spec import Host, seconds
 from reconciler.transport import Transport
 from reconciler.validate import LoadedSpec
@@ -35,6 +36,7 @@ class FleetAgent:
         self.key_file = key_file
         self.spec_commit: str | None = None
         self._transports: dict[str, Transport] = {}
+        self.releases = Prefetch()
 
     @classmethod
     def for_spec(
@@ -57,6 +59,7 @@ class FleetAgent:
         return self._transports[host.name]
 
     def close(self) -> None:
+        self.releases.close()
         for transport in self._transports.values():
             transport.close()
         self._transports.clear()
@@ -104,7 +107,17 @@ class FleetAgent:
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         return facts.gather(t, facts.disk_free(prefix), timeout=self._quick()).free_mb
 
+    def prefetch(self, host: Host) -> None:
+        lock = self.spec.lock
+        if lock is None:
+            return
+        registry = self.fleet.openclaw.registry
+        wanted = [facts.release_ranges(registry, p.name, p.version) for p in lock.packages]
+        self.releases.start(self.transport(host), wanted, timeout=self._quick())
+
     def registry_reachable(self, host: Host) -> bool:
+        if self.releases.answered(host.name, timeout=self._quick()):
+            return True  # a release fact was just read from it
         ping = facts.registry_ping(self.fleet.openclaw.registry)
         return facts.gather(self.transport(host), ping, timeout=self._quick())
 
@@ -119,6 +132,7 @@ class FleetAgent:
             pins,
             lock=self.spec.lock if locked else None,
             prefer_offline=prefer_offline,
+            releases=self.releases,
         )
 
     def restart(self, host: Host) -> None:

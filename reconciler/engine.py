@@ -142,9 +142,11 @@ class Engine:
     def _check_history(self, status: FleetStatus) -> None:
         """Refuse to act on a status branch that was rewritten (force-pushed) under us."""
         seen = self.store.repo.references.get(f"refs/reconciler/seen/{self.store.status_branch}")
+        # Only what the remote confirmed is remembered: a push still in flight may not arrive.
+        confirmed = self.store.remote_status_head()
         if status.commit is None or seen is None:
-            if status.commit is not None:
-                self._remember(str(status.commit.id))
+            if confirmed is not None:
+                self._remember(str(confirmed.id))
             return
         if not self.store.is_ancestor(str(seen.target), str(status.commit.id)):
             raise StatusRewritten(
@@ -185,7 +187,12 @@ class Engine:
     # --- transitions ---------------------------------------------------------------------
 
     def _write(
-        self, status: FleetStatus, t: Transition, record: RolloutRecord | None
+        self,
+        status: FleetStatus,
+        t: Transition,
+        record: RolloutRecord | None,
+        *,
+        defer: bool = False,
     ) -> str | None:
         t.reconciler = self.instance
         if self._holding is not None and "lease.json" not in " ".join(t.files):
@@ -197,7 +204,7 @@ class Engine:
             )
         if record is not None:
             t.put("rollout.json", record.model_copy(update={"updated_at": self._now()}))
-        return write(self.store, status, t)
+        return write(self.store, status, t, defer=defer)
 
     def _invalid(self, status: FleetStatus, head: str, problems: list[str]) -> PassResult:
         record = status.rollout
@@ -417,7 +424,13 @@ class Engine:
         for name in step.hosts if outcome.weights else ():
             if name in status.nodes and name not in outcome.readiness:
                 t.readiness(_reweighed(spec.fleet.host(name), status.nodes[name], outcome.weights))
-        commit = self._write(status, t, record.model_copy(update=update))
+        # A step's record is pushed while the next step runs: a reconciler that dies with it
+        # in flight redoes an idempotent step. Not the bookmark: the way back must be on the
+        # remote before anything on the host changes.
+        defer = step.action != "bookmark"
+        commit = self._write(status, t, record.model_copy(update=update), defer=defer)
+        if f"{step.id}:recorded" in self.failpoints.points:
+            self.store.flush()  # "recorded" means on the remote
         self.failpoints.hit(f"{step.id}:recorded")
         # A soak looks at the LB every SOAK_CHECK_S (analysis, weights), not only at its end.
         wait = min(step.soak_s, SOAK_CHECK_S) if soaking else 0.0

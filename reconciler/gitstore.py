@@ -11,16 +11,20 @@ each other. The loser refetches and redoes its step: it never force-pushes.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pygit2
 
-from reconciler.errors import PermanentError, TemporaryError
+from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+
+log = logging.getLogger(__name__)
 
 STATUS_BRANCH = "reconciler/status"
 _ZERO = "0" * 40
@@ -117,6 +121,10 @@ class GitStore:
         self.keypair = keypair
         self._lock = threading.Lock()
         self.repo = self._open(cache_dir)
+        self._pusher: ThreadPoolExecutor | None = None
+        self._push_repo: pygit2.Repository | None = None
+        self._pending: Future[None] | None = None
+        self._pending_oid: pygit2.Oid | None = None
 
     def _open(self, cache_dir: Path) -> pygit2.Repository:
         try:
@@ -145,11 +153,14 @@ class GitStore:
     # --- reading -------------------------------------------------------------------------
 
     def fetch(self) -> None:
-        """Bring the watched branch and the status branch up to date from the remote."""
-        specs = [
-            f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}",
-            f"+refs/heads/{self.status_branch}:refs/remotes/origin/{self.status_branch}",
-        ]
+        """Bring the watched branch and the status branch up to date from the remote. While
+        a status push of ours is in flight, the status branch is ours (we hold the lease and
+        its compare-and-swap would catch anyone else), so only the watched branch is fetched."""
+        specs = [f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}"]
+        if self._pending is None:
+            specs.append(
+                f"+refs/heads/{self.status_branch}:refs/remotes/origin/{self.status_branch}"
+            )
         try:
             with self._lock:
                 self.repo.remotes["origin"].fetch(specs, callbacks=_Callbacks(keypair=self.keypair))
@@ -172,7 +183,15 @@ class GitStore:
     def spec_head(self) -> pygit2.Commit | None:
         return self._ref(self.branch)
 
+    def remote_status_head(self) -> pygit2.Commit | None:
+        """The status branch as the remote last confirmed it (no write in flight)."""
+        return self._ref(self.status_branch)
+
     def status_head(self) -> pygit2.Commit | None:
+        """The status branch as we last wrote or fetched it (a write in flight included)."""
+        if self._pending_oid is not None:
+            commit = self.repo.get(self._pending_oid)
+            return commit if isinstance(commit, pygit2.Commit) else None
         return self._ref(self.status_branch)
 
     def read(self, commit: pygit2.Commit | None, path: str) -> bytes | None:
@@ -199,14 +218,27 @@ class GitStore:
     # --- writing -------------------------------------------------------------------------
 
     def commit_status(
-        self, parent: pygit2.Commit | None, changes: Mapping[str, bytes | None], message: str
+        self,
+        parent: pygit2.Commit | None,
+        changes: Mapping[str, bytes | None],
+        message: str,
+        *,
+        defer: bool = False,
     ) -> str | None:
         """Commit `changes` (path -> bytes, or None to delete) over `parent` and push with CAS.
 
         Returns the new commit id, or None when the tree would not change (nothing new).
         Raises CacheUnwritable when the commit cannot even be built in the cache (disk full):
         then nothing was pushed, and the step that produced it is redone by the next pass.
+
+        `defer=True` returns once the commit is in the cache and pushes it in the background,
+        so the push overlaps the next step's work instead of adding to it (a push costs from
+        ~50 ms to a git daemon to a second to a hosted forge). The next write, or `flush`,
+        waits for it and raises its error. Only for records whose loss is harmless: a step
+        that is idempotent and re-observed, so a reconciler that dies with the push in flight
+        redoes it. At most one push is in flight, so commits reach the remote in order.
         """
+        self.flush()
         try:
             oid = self._build(parent, changes, message)
         except (pygit2.GitError, OSError) as exc:
@@ -220,8 +252,39 @@ class GitStore:
             ) from None
         if oid is None:
             return None
-        self._push(oid, parent)
+        if not defer:
+            self._push(oid, parent)
+            return str(oid)
+        local = f"refs/heads/{self.status_branch}"
+        self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
+        if self._pusher is None:
+            self._pusher = ThreadPoolExecutor(1, thread_name_prefix="status-push")
+            self._push_repo = pygit2.Repository(self.repo.path)  # a handle of its own thread
+        self._pending_oid = oid
+        self._pending = self._pusher.submit(self._push, oid, parent, self._push_repo)
         return str(oid)
+
+    def flush(self) -> None:
+        """Wait for the status push in flight, if any; raise its error (StatusConflict,
+        RemoteUnavailable): then the commit is not on the remote, and the view falls back to
+        the remote's, so the step it recorded is redone."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        finally:
+            self._pending_oid = None
+
+    def close(self) -> None:
+        """Push what is in flight (errors are logged: the next reconciler redoes the step)."""
+        try:
+            self.flush()
+        except ReconcilerError as exc:
+            log.warning("the last status push failed: %s", exc)
+        if self._pusher is not None:
+            self._pusher.shutdown(wait=True)
+            self._pusher = None
 
     def _build(
         self, parent: pygit2.Commit | None, changes: Mapping[str, bytes | None], message: str
@@ -244,14 +307,23 @@ class GitStore:
         oid: pygit2.Oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
         return oid
 
-    def _push(self, oid: pygit2.Oid, parent: pygit2.Commit | None) -> None:
+    def _push(
+        self,
+        oid: pygit2.Oid,
+        parent: pygit2.Commit | None,
+        repo: pygit2.Repository | None = None,
+    ) -> None:
         local = f"refs/heads/{self.status_branch}"
-        self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
+        if repo is None:  # deferred pushes set the local ref before they are queued
+            self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
         expect = {local: str(parent.id) if parent is not None else _ZERO}
         callbacks = _Callbacks(expect=expect, keypair=self.keypair)
         try:
-            with self._lock:
-                self.repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
+            if repo is not None:
+                repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
+            else:
+                with self._lock:
+                    self.repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
         except pygit2.GitError as exc:
             if (
                 callbacks.rejected
@@ -268,16 +340,22 @@ class GitStore:
             f"refs/remotes/origin/{self.status_branch}",
             oid,
             consequence="the commit IS on the remote; the next run fetches it",
+            repo=repo,
         )
 
     def set_local_ref(
-        self, name: str, target: pygit2.Oid | str, *, consequence: str = "nothing was done"
+        self,
+        name: str,
+        target: pygit2.Oid | str,
+        *,
+        consequence: str = "nothing was done",
+        repo: pygit2.Repository | None = None,
     ) -> None:
         """Point a ref of the cache (never the remote) at `target`; a full disk is a
         CacheUnwritable that says what it means (`consequence`), not a raw OSError."""
         oid = target if isinstance(target, pygit2.Oid) else pygit2.Oid(hex=target)
         try:
-            self.repo.references.create(name, oid, force=True)
+            (repo or self.repo).references.create(name, oid, force=True)
         except (pygit2.GitError, OSError) as exc:
             why = _disk_error(exc)
             if why is None:

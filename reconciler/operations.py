@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from reconciler import facts
 from reconciler.documents import Installed
@@ -62,6 +63,14 @@ _NPM_NAME = re.compile(NPM_NAME)
 _EXACT = re.compile(EXACT_SEMVER)
 RESTART_POLL_S = 0.2
 READY_POLL_S = 0.25
+
+
+class ReleaseFacts(Protocol):
+    """How the preflight asks for a release's registry facts (facts.gather, or a cache)."""
+
+    def __call__(
+        self, transport: Transport, fact: facts.Fact[facts.ReleaseRanges], *, timeout: float
+    ) -> facts.ReleaseRanges: ...
 
 
 class NodeEngineUnsupported(HostError, PermanentError):
@@ -121,8 +130,10 @@ def install(
     lock: Lock | None = None,
     prefer_offline: bool = False,
     prune: bool = True,
+    releases: ReleaseFacts | None = None,
 ) -> Installed:
-    """Install the pins (core, then plugins) and return the verified tree."""
+    """Install the pins (core, then plugins) and return the verified tree. `releases` answers
+    the registry facts of the preflight (default: ask the host now)."""
     wanted = wanted_versions(pins)
     quick = seconds(fleet.ssh.command_timeout)
     prefix = facts.resolve_prefix(transport, host, timeout=quick)
@@ -144,6 +155,7 @@ def install(
             core=core,
             lock=lock,
             prefer_offline=prefer_offline,
+            releases=releases,
         )
         if CORE in todo:
             _install_core(fleet, transport, npm, todo[CORE], fresh=before.core is None)
@@ -181,6 +193,7 @@ def preflight(
     core: str | None,
     lock: Lock | None = None,
     prefer_offline: bool = False,
+    releases: ReleaseFacts | None = None,
 ) -> None:
     """Refuse before touching anything: a release whose engines.node excludes this host's
     Node, a plugin whose peer range or minHostVersion excludes `core` (npm would silently nest
@@ -192,7 +205,9 @@ def preflight(
         node_f = pool.submit(facts.gather, transport, facts.node_version(), timeout=quick)
         disk_f = pool.submit(facts.gather, transport, facts.disk_free(prefix), timeout=quick)
         range_fs = {
-            name: pool.submit(_ranges, fleet, transport, name, v, lock, prefer_offline, quick)
+            name: pool.submit(
+                _ranges, fleet, transport, name, v, lock, prefer_offline, quick, releases
+            )
             for name, v in todo.items()
         }
         node, disk = node_f.result(), disk_f.result()
@@ -240,6 +255,7 @@ def _ranges(
     lock: Lock | None,
     prefer_offline: bool,
     timeout: float,
+    releases: ReleaseFacts | None = None,
 ) -> facts.ReleaseRanges:
     """The release's ranges: from the lock when it has this release, else from the registry
     as the host sees it (from the npm cache first when `prefer_offline`).
@@ -252,7 +268,8 @@ def _ranges(
     fact = facts.release_ranges(fleet.openclaw.registry, name, version)
     if locked is not None and locked.version == version:
         if not prefer_offline:
-            served = facts.gather(transport, fact, timeout=timeout).integrity
+            ask = releases or facts.gather
+            served = ask(transport, fact, timeout=timeout).integrity
             hashes = {h.split("?", 1)[0] for h in (served or "").split()}
             if locked.integrity not in hashes:
                 raise IntegrityMismatch(
@@ -266,7 +283,7 @@ def _ranges(
             locked.engines_node, locked.peer_openclaw, locked.min_host_version, locked.integrity
         )
     if not prefer_offline:
-        return facts.gather(transport, fact, timeout=timeout)
+        return (releases or facts.gather)(transport, fact, timeout=timeout)
     try:
         offline = replace(fact, argv=(*fact.argv, "--prefer-offline"))
         return facts.gather(transport, offline, timeout=timeout)

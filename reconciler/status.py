@@ -157,10 +157,16 @@ def material_changes(
 
 
 def write(
-    store: GitStore, status: FleetStatus, transition: Transition, *, force: bool = False
+    store: GitStore,
+    status: FleetStatus,
+    transition: Transition,
+    *,
+    force: bool = False,
+    defer: bool = False,
 ) -> str | None:
-    """Write one transition over `status.commit` (CAS); None when nothing material changed."""
+    """Write one transition over `status.commit` (CAS); None when nothing material changed.
+    `defer`: push in the background (GitStore.commit_status says when that is safe)."""
     files = transition.files if force else material_changes(store, status.commit, transition.files)
     if not files:
         return None
-    return store.commit_status(status.commit, files, transition.message())
+    return store.commit_status(status.commit, files, transition.message(), defer=defer)

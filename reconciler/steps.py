@@ -42,6 +42,11 @@ class HostAgent(Protocol):
 
     def free_disk_mb(self, host: Host) -> int: ...
 
+    def prefetch(self, host: Host) -> None:
+        """Start reading, in the background, what the install's preflight will ask the
+        registry (a hint: nothing depends on it having run)."""
+        ...
+
     def registry_reachable(self, host: Host) -> bool: ...
 
     def install(self, host: Host, pins: list[Pin], *, prefer_offline: bool) -> Installed: ...
@@ -128,6 +133,8 @@ class Executor:
     # --- steps ---------------------------------------------------------------------------
 
     def _bookmark(self, step: Step, seq: int) -> Outcome:
+        for host in self._hosts(step):
+            self.agent.prefetch(host)  # overlaps the bookmark, its push and the drain
         weights = self.lb.weights()
         fresh = [h for h in step.hosts if h not in self.observed]
         docs = {**{h: self.observed[h] for h in step.hosts if h in self.observed}}
