@@ -372,6 +372,9 @@ class Engine:
     ) -> PassResult:
         ex = self._executor(spec, record)
         if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
+            for name in step.hosts:  # an install is likely: its registry reads can start now
+                if name not in status.nodes or matches_lock(status.nodes[name], spec.lock):
+                    ex.agent.prefetch(spec.fleet.host(name))
             ex.observed = ex.observe(step.hosts)  # the bookmark step reuses this observation
             skipped = self._skip_if_converged(status, spec, record, plan, step, ex)
             if skipped is not None:
@@ -559,13 +562,18 @@ class Engine:
         step: Step,
         ex: Executor,
     ) -> PassResult | None:
-        # The host to widen is observed in full; peers verified earlier in this rollout keep
-        # their recorded readiness unless a cheap check (tree, probes) finds it stale, so a
-        # ramp costs about the same at the tenth host as at the first.
+        # Hosts verified in this rollout (the host to widen, its upgraded peers) keep their
+        # recorded readiness unless a cheap check (the tree, readiness and the running
+        # versions) finds it stale; then they are observed in full. So a ramp costs about the
+        # same at the tenth host as at the first.
         upgraded = _upgraded(record, plan)
-        peers = {h: status.nodes[h] for h in upgraded if h in status.nodes and h not in step.hosts}
-        fresh = ex.observe([*step.hosts, *(h for h in upgraded if h not in peers)])
-        nodes = {**status.nodes, **ex.recheck(peers), **fresh}
+        verified = {
+            h: status.nodes[h]
+            for h in {*upgraded, *step.hosts}
+            if h in status.nodes and status.nodes[h].spec_commit == record.spec_commit
+        }
+        fresh = ex.observe([h for h in [*step.hosts, *upgraded] if h not in verified])
+        nodes = {**status.nodes, **ex.recheck(verified), **fresh}
         golden = _golden(record, plan, nodes, status.nodes)
         refusals = [
             r
