@@ -25,6 +25,20 @@ class PermanentError(ReconcilerError):
     """Retrying cannot help: stop, record, broadcast."""
 
 
+class RetriesExhausted(TemporaryError):
+    """A run stopped retrying: `attempts` temporary failures in a row spent its budget.
+
+    Still temporary (a later run may succeed); the message is the last error, then why the run
+    stopped, so the last line an operator reads says both.
+    """
+
+    def __init__(self, last: TemporaryError, attempts: int, why: str) -> None:
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        super().__init__(f"{last} (gave up after {tries}: {why})", delay=last.delay)
+        self.last = last
+        self.attempts = attempts
+
+
 # --- hosts -----------------------------------------------------------------------------------
 
 

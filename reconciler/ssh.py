@@ -75,6 +75,8 @@ _MAX_PREAMBLE = 64 * 1024
 """Bytes of login-shell noise (rc files printing) tolerated before our PID line."""
 _FILE_MISSING = 66
 
+log = logging.getLogger(__name__)
+
 # paramiko's transport thread logs (with a traceback) every handshake we abandon on purpose,
 # e.g. a frozen host that never sends its banner. We raise a typed error for those already;
 # without any logging configured, Python's last-resort handler would print that noise to stderr.
@@ -146,6 +148,11 @@ class _StdoutSplitter:
             self.sink.feed(rest)
         elif len(self._head) > _MAX_PREAMBLE:
             self.finish()
+
+    @property
+    def searching(self) -> bool:
+        """Still reading the preamble: neither the PID line nor too much noise came yet."""
+        return self._head is not None
 
     def finish(self) -> None:
         """No PID line came: whatever arrived is the command's output."""
@@ -239,10 +246,10 @@ class SSHTransport:
             # this command runs. Closing the channel does not stop it (no pty, no SIGHUP): an
             # `npm install` would go on alone and race the install of the next run. Kill it.
             if not channel.exit_status_ready():
-                self._kill_remote(splitter.pid)
+                self._kill_remote(_await_pid(channel, splitter, stderr, self.connect_timeout))
             raise
         finally:
-            channel.close()
+            _close_quietly(channel, self.host)
         if lost and not outcome.timed_out:
             self._drop(channel.get_transport())
             raise HostUnreachable(
@@ -305,6 +312,9 @@ class SSHTransport:
                 shlex.quote(prelude),
                 "sh",
                 *(shlex.quote(arg) for arg in args),
+                # stdin is /dev/null on the host, not the channel: nothing waits for input, and
+                # we never half-close a channel the command may already have closed (EOF race).
+                "</dev/null",
             ]
         )
 
@@ -490,8 +500,9 @@ class SSHTransport:
         watchdog.daemon = True
         watchdog.start()
         try:
+            # No shutdown_write(): the command line redirects stdin from /dev/null already, and
+            # a command that exits at once may have closed the channel before our EOF is sent.
             channel.exec_command(command)
-            channel.shutdown_write()  # stdin: EOF at once, so nothing waits for input
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self._drop(transport)
             why = (
@@ -521,7 +532,7 @@ class SSHTransport:
                 self._start(channel, command, argv)
                 answered = channel.status_event.wait(self.connect_timeout)
             finally:
-                channel.close()
+                _close_quietly(channel, self.host)
         except (HostUnreachable, HostKeyError, AuthenticationError) as exc:
             return f"could not kill remote process group {pid}: {exc}"
         if not answered:
@@ -539,6 +550,39 @@ class SSHTransport:
         line = stderr[stderr.index(marker) :].split(b"\n", 1)[0]
         path = line[len(marker) :].strip().decode("utf-8", errors="replace")
         raise MissingBinary(self.host, f"{args[0]!r} not found (PATH={path})")
+
+
+def _close_quietly(channel: paramiko.Channel, host: str) -> None:
+    """Close a channel whose command is over (or abandoned). The host may have closed it, or
+    the whole connection, at the same moment: paramiko then raises EOFError or SSHException
+    from sending our close, which must not replace the command's result or error."""
+    try:
+        channel.close()
+    except (EOFError, paramiko.SSHException, OSError) as exc:
+        log.debug("%s: closing channel %s: %s", host, channel.get_id(), exc or type(exc).__name__)
+
+
+def _await_pid(
+    channel: paramiko.Channel, splitter: _StdoutSplitter, stderr: BoundedBuffer, wait: float
+) -> int | None:
+    """The command's PID, when we are stopped before its PID line was read.
+
+    The line is the first thing the remote shell prints, so once the exec request went out it
+    is on its way, or already buffered: read for it (at most `wait` seconds), rather than leave
+    a command we could not name running on the host. None when it never came (the request
+    never went out, or the host is gone) or the command exited first (nothing to kill).
+    """
+    deadline = time.monotonic() + wait
+    _drain(channel, splitter, stderr)
+    while splitter.pid is None and splitter.searching:
+        now = time.monotonic()
+        if now >= deadline or channel.eof_received or channel.closed:
+            break
+        if channel.exit_status_ready():
+            return None
+        select.select([channel.fileno()], [], [], min(deadline - now, _POLL_S))
+        _drain(channel, splitter, stderr)
+    return splitter.pid
 
 
 def _pid_marker(nonce: str) -> str:

@@ -336,6 +336,34 @@ def test_ssh_connection_is_reused(fresh_ssh_host: FleetHost) -> None:
         assert _established_connections(fresh_ssh_host.port) == 1
 
 
+# Commands that exit at once, most without reading stdin: each one closes its channel from the
+# host's side while we are still starting or closing ours (paramiko's EOF race).
+QUICK: list[tuple[list[str], bytes, bytes]] = [
+    (["true"], b"", b""),
+    (["echo", "hi"], b"hi\n", b""),
+    (["sh", "-c", "exit 0"], b"", b""),
+    (["sh", "-c", "printf out; printf err >&2"], b"out", b"err"),
+    (["sh", "-c", 'read line; echo "read=$?"'], b"read=1\n", b""),  # stdin: EOF at once
+    (["cat"], b"", b""),
+    (["head", "-c", "0"], b"", b""),
+]
+
+
+def test_ssh_many_quick_commands_all_succeed(ssh_fleet: SSHFleet) -> None:
+    """Regression: 200 x `true`, then 200 quick commands of every shape, on one connection:
+    every one exits 0 with exactly its output, none raises (EOFError/SSHException from closing a
+    channel the host had already closed), and the connection is never dropped and reopened."""
+    with ssh_fleet[0].transport() as transport:
+        for i in range(200):
+            result = transport.run(["true"], timeout=10)
+            assert (result.exit_code, result.stdout, result.stderr) == (0, b"", b""), i
+        for i in range(200):
+            argv, stdout, stderr = QUICK[i % len(QUICK)]
+            result = transport.run(argv, timeout=10)
+            assert (result.exit_code, result.stdout, result.stderr) == (0, stdout, stderr), argv
+        assert transport.connect_count == 1
+
+
 def test_ssh_unknown_host_key_is_refused(ssh_fleet: SSHFleet, tmp_path: Path) -> None:
     host = ssh_fleet[1]
     known_hosts = ssh_fleet.write_known_hosts(tmp_path / "known_hosts", exclude=[host.name])

@@ -12,10 +12,10 @@ Every case in tests/faults ends by asserting the END STATE, with the checks here
   `NPM_TOKEN`, the SSH private key) appears in any blob or message of the status branch's
   whole history, in any line the reconciler printed, or in any broadcast.
 
-`Harness` runs the real CLI (`python -m reconciler reconcile --once`) as a subprocess, or the
-same engine with a short retry budget (`tests.faults.bounded_cli`), or keeps one running in the
-background (`Live`) while a test breaks something under it. Every process started here is
-stopped by its PID.
+`Harness` runs the real CLI (`python -m reconciler reconcile --once`) as a subprocess (with
+`SHORT_BUDGET` when a case waits for it to give up), or keeps one running in the background
+(`Live`) while a test breaks something under it. Every process started here is stopped by its
+PID.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,6 +54,9 @@ STATUS_REF = "refs/heads/reconciler/status"
 FLEET_DIR = "fleets/sandbox"
 RECONCILER_AUTHOR = "openclaw-reconciler"
 CONNECT_TIMEOUT = "3s"
+SHORT_BUDGET = ("--retries", "2", "--max-backoff", "0.5")
+"""`reconcile --once` flags for a case that waits for the give-up: 3 attempts, 0.5 s apart
+(the default budget, 8 attempts up to 60 s apart, takes about four minutes)."""
 STEP_RECORDS = (
     ": bookmarked",
     ": drained",
@@ -178,8 +180,8 @@ def _messages(stderr: str) -> list[str]:
     messages: list[str] = []
     for line in stderr.splitlines():
         starts = line[:1].isupper() or line.startswith(("retrying in", "error:"))
-        if messages and line and not starts:
-            messages[-1] += " " + line.strip()
+        if messages and line and not starts:  # rich keeps the space it wrapped at: one space
+            messages[-1] = messages[-1].rstrip() + " " + line.strip()
         else:
             messages.append(line)
     return messages
@@ -219,21 +221,17 @@ class Harness:
             **(extra or {}),
         }
 
-    def argv(self, *extra: str, bounded: bool = False, cache: Path | None = None) -> list[str]:
-        argv = self.world.reconcile_argv(*extra, cache=cache)
-        if bounded:  # same arguments, same engine, a short retry budget
-            return [sys.executable, "-m", "tests.faults.bounded_cli", *argv[4:]]
-        return argv
+    def argv(self, *extra: str, cache: Path | None = None) -> list[str]:
+        return self.world.reconcile_argv(*extra, cache=cache)
 
     def reconcile(
         self,
         *extra: str,
         env: Mapping[str, str] | None = None,
-        bounded: bool = False,
         cache: Path | None = None,
         timeout: float = RUN_TIMEOUT,
     ) -> Run:
-        argv = self.argv(*extra, bounded=bounded, cache=cache)
+        argv = self.argv(*extra, cache=cache)
         started = time.monotonic()
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, env=self.env(env), cwd=ROOT
@@ -245,10 +243,8 @@ class Harness:
         self.outputs += [done.stdout, done.stderr]
         return Run(argv, done.returncode, done.stdout, done.stderr)
 
-    def start(
-        self, *extra: str, env: Mapping[str, str] | None = None, bounded: bool = False
-    ) -> Live:
-        live = Live(self.argv(*extra, bounded=bounded), self.env(env))
+    def start(self, *extra: str, env: Mapping[str, str] | None = None) -> Live:
+        live = Live(self.argv(*extra), self.env(env))
         self.live.append(live)
         return live
 

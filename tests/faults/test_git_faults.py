@@ -3,9 +3,9 @@
 One 2-host World for the module; each case moves the fleet to the other release, so the state
 carries from case to case (like tests/test_engine.py's crash_world).
 
-- the git remote unreachable (git daemon stopped): nothing applied, a clear error (from the
-  bounded driver, and once from the real CLI's own `--max-passes` give-up); a running
-  reconciler retries and finishes once the remote is back;
+- the git remote unreachable (git daemon stopped): nothing applied, a clear error once the
+  retry budget is spent (`--retries`, and once `--max-passes`); a running reconciler retries
+  and finishes once the remote is back;
 - a push rejected by a concurrent writer: the reconciler refetches and redoes the step, never
   force-pushes (the other writer's commit stays in history); the remote lost while a step runs;
 - the status branch rewritten (force-pushed) by someone else: detected, refused, said;
@@ -28,7 +28,15 @@ import pytest
 from reconciler.sandbox.faults import versioned
 from reconciler.sandbox.gitd import GitDaemon
 from reconciler.sandbox.registry import LocalRegistry
-from tests.faults.conftest import STATUS_REF, Harness, harness, host_runs, other, wait_until
+from tests.faults.conftest import (
+    SHORT_BUDGET,
+    STATUS_REF,
+    Harness,
+    harness,
+    host_runs,
+    other,
+    wait_until,
+)
 
 OTHER_WRITER = pygit2.Signature("Auditor", "auditor@example.com")
 
@@ -60,10 +68,12 @@ def test_git_remote_unreachable_applies_nothing_then_resumes(h: Harness) -> None
     port = world.gitd.port
     world.gitd.stop()
     try:
-        down = h.reconcile(bounded=True)
+        down = h.reconcile(*SHORT_BUDGET)
         assert down.returncode == 1, down.stderr
         assert f"error: fetch from {world.remote} failed" in down.stderr, down.stderr
-        assert "retrying in" in down.stderr
+        assert down.stderr.count("retrying in") == 2, down.stderr
+        gave_up = down.stderr.strip().splitlines()[-1]
+        assert gave_up.endswith("(gave up after 3 attempts: the retry budget of 2 is spent)")
         # Nothing applied: hosts, weights and the weights' history untouched.
         assert h.hosts_known(before) == {x.name: before for x in world.hosts}
         assert len(world.weight_history()) == history
@@ -82,8 +92,8 @@ def test_git_remote_unreachable_applies_nothing_then_resumes(h: Harness) -> None
 
 
 def test_the_real_cli_gives_up_after_its_passes_with_the_error(h: Harness) -> None:
-    """The give-up of `reconcile --once` itself (the other cases use the bounded driver, whose
-    retry budget is seconds): `--max-passes 2` spent on failures exits 1 with the error."""
+    """The give-up on `--max-passes` (the other cases spend a `--retries` budget, with the
+    backoff capped at seconds): 2 passes spent on failures exit 1 with the error and why."""
     world = h.world
     assert world.gitd is not None
     before = current(h)
@@ -96,7 +106,9 @@ def test_the_real_cli_gives_up_after_its_passes_with_the_error(h: Harness) -> No
         restart_gitd(h, port)
     assert done.returncode == 1, done.stderr
     assert "retrying in 5.0s" in done.stderr, done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(f"error: fetch from {world.remote}")
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: fetch from {world.remote}"), done.stderr
+    assert last.endswith("(gave up after 2 attempts: the limit of 2 passes is reached)"), last
     h.end_state(before)
 
 
@@ -229,7 +241,7 @@ def test_disk_full_on_a_fresh_cache_applies_nothing(h: Harness, tiny_cache: Path
     h.bump(other(before))
     fill(tiny_cache)
     history = len(world.weight_history())
-    full = h.reconcile(bounded=True, cache=tiny_cache / "cache")
+    full = h.reconcile(*SHORT_BUDGET, cache=tiny_cache / "cache")
     assert full.returncode == 1, full.stderr
     assert "error: cache" in full.stderr and "No space left on device" in full.stderr
     assert "Traceback" not in full.stderr, full.stderr
@@ -246,7 +258,7 @@ def test_disk_full_mid_rollout_is_a_clear_error_then_resumes(h: Harness, tiny_ca
     first = h.reconcile(cache=cache, env={"RECONCILER_FAILPOINTS": "mac-1/preflight:recorded"})
     assert first.returncode == -9, first.stderr
     fill(tiny_cache)
-    full = h.reconcile(bounded=True, cache=cache)
+    full = h.reconcile(*SHORT_BUDGET, cache=cache)
     unfill(tiny_cache)
     h.weights_safe()  # mac-1 drained, and that is on record
     h.status_consistent()

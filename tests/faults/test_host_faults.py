@@ -8,8 +8,9 @@ One 2-host World for the module; each rollout moves the fleet to the other relea
 - a host's sshd stopped, or frozen (SIGSTOP), at a phase boundary (before install, before
   verify): a run retries, then gives up with an error naming the host, the drained host is on
   record; once the host is back, a new run finishes the rollout;
-- SIGTERM while a step runs (a slow install): the run exits 143 and kills the install on the
-  host (nothing goes on alone), and the next run repeats the step safely;
+- SIGTERM while a step runs (an install held in its postinstall until the signal): the run
+  exits 143 and kills the install on the host (nothing goes on alone), the host stays drained
+  with nothing recorded as installed, and the next run repeats the step safely;
 - a host that reboots mid-install (its sshd and every session stopped, its gateway killed,
   then sshd started again): the running reconciler retries and finishes.
 """
@@ -29,8 +30,16 @@ import pytest
 from reconciler.sandbox.faults import versioned
 from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.sshfleet import generate_key
-from reconciler.sandbox.world import WorldHost
-from tests.faults.conftest import Harness, harness, host_runs, other, wait_until
+from reconciler.sandbox.world import PLUGINS, WorldHost
+from tests.faults.conftest import (
+    SHORT_BUDGET,
+    Harness,
+    harness,
+    host_runs,
+    installed,
+    other,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +189,7 @@ def test_host_away_at_a_phase_then_back(h: Harness, faults: tuple[Fault, Fault])
         assert killed.returncode == -9, f"{point} not reached:\n{killed.stderr}"
         back = take_away(h, host, how)
         try:
-            away = h.reconcile(bounded=True)
+            away = h.reconcile(*SHORT_BUDGET)
         finally:
             back()
         assert away.returncode == 1, away.stderr
@@ -227,34 +236,50 @@ def kill_gateway(host: WorldHost) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+STUCK_INSTALL_S = 600
+"""mac-1's postinstall sleeps this long under the SIGTERM case: still running whenever the
+signal lands (the kill ends it at once; an install left alone shows up as a live process)."""
+
+
 def test_sigterm_mid_step_then_a_host_reboots_mid_install(h: Harness) -> None:
     world = h.world
     assert world.ssh is not None
     mac1, mac2 = world.hosts
-    target = other(current(h))
-    for host in world.hosts:  # slow installs: time to act while one runs
-        world.set_faults(host, install_delay_s=versioned(3, target))
+    before = current(h)
+    target = other(before)
+    # mac-1's install stays in the package's postinstall until it is killed, so the SIGTERM
+    # lands mid-install whatever the machine's speed; mac-2's is slow: time to reboot it.
+    world.set_faults(mac1, install_delay_s=versioned(STUCK_INSTALL_S, target))
+    world.set_faults(mac2, install_delay_s=versioned(3, target))
     try:
         bump = h.bump(target)
-        # SIGTERM while mac-1's install runs.
+        # SIGTERM while mac-1's install runs: npm has resolved, fetched and placed the package
+        # and runs its postinstall (the reconciler has had the command's PID since before npm).
         live = h.start()
-        wait_until(lambda: host_runs(world, mac1, "install"), what="install")
+        wait_until(lambda: host_runs(world, mac1, "postinstall"), what="mac-1's postinstall")
+        assert live.proc.poll() is None, live.stderr
         live.signal(signal.SIGTERM)
         stopped = h.finish(live, timeout=30)
         # `reconcile --once` turns SIGTERM into an exit (128 + 15), killing the command in hand.
         assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
         # Nothing of that install goes on alone on the host (it would race the next run's).
         seen: set[str] = set()
-        for _ in range(20):  # 2 s: npm reifies, then runs the package's postinstall
+        for _ in range(20):  # 2 s: whatever was left would still be sleeping in postinstall
             seen.update(install_processes(mac1))
             time.sleep(0.1)
         assert not seen, sorted(seen)
-        h.weights_safe()  # mac-1 drained, on record
+        # No half install in service: mac-1 is drained (weight 0, drain and bookmark on
+        # record) and its install not recorded as done; mac-2 untouched, on `before`.
+        h.weights_safe()
         h.status_consistent()
+        assert world.weights()[mac1.server] == 0
         assert not any("installed" in s for s in h.subjects(bump, mac1.name))
+        assert {installed(mac2), *(installed(mac2, p) for p in PLUGINS)} == {before}
+        assert world.weights()[mac2.server] == mac2.weight
 
         # The next run at once (as a service manager would restart it): it repeats mac-1's
-        # install; then mac-2 reboots in the middle of its own.
+        # install (not held up this time); then mac-2 reboots in the middle of its own.
+        world.set_faults(mac1)
         live = h.start()
         wait_until(lambda: host_runs(world, mac2, "install"), what="install")
         world.ssh.stop(world.ssh[mac2.name])  # sshd and every session below it

@@ -30,7 +30,7 @@ from reconciler.lock import build_lock
 from reconciler.resolve import resolve_lock
 from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.world import WorldHost
-from tests.faults.conftest import SECRET, Harness, harness, other
+from tests.faults.conftest import SECRET, SHORT_BUDGET, Harness, harness, other
 
 FAILPOINTS = "RECONCILER_FAILPOINTS"
 INSTALL_TIMEOUT_S = 20
@@ -224,10 +224,13 @@ def test_weights_file_gone_before_drain_and_at_the_ramp(h: Harness) -> None:
         kill_at(h, point)
         lb.unlink()
         try:
-            gone = h.reconcile(bounded=True)
+            gone = h.reconcile(*SHORT_BUDGET)
             assert gone.returncode == 1, gone.stderr
             error = gone.stderr.strip().splitlines()[-1]
-            assert error == f"error: {lb}: weights file not found", gone.stderr
+            assert error == (
+                f"error: {lb}: weights file not found "
+                "(gave up after 3 attempts: the retry budget of 2 is spent)"
+            ), gone.stderr
             h.hosts_known(before, target)
             h.status_consistent()
         finally:
