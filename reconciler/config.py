@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -46,6 +46,20 @@ class SshKey(Model):
     file: str | None = None
 
 
+class SignerConfig(Model):
+    """`trustedSigners`: who may sign the head of the watched branch (reconciler.signatures)."""
+
+    ssh_allowed_signers: str | None = None
+    gpg_keyring: str | None = None
+    gpg_fingerprints: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some_key(self) -> SignerConfig:
+        if not self.ssh_allowed_signers and not self.gpg_keyring:
+            raise ValueError("name sshAllowedSigners (a file) or gpgKeyring (a file)")
+        return self
+
+
 class Config(Model):
     remote: str
     branch: str = "main"
@@ -57,6 +71,7 @@ class Config(Model):
     webhook_secrets: dict[Provider, SecretRef] = Field(default_factory=dict)
     ssh_key: SshKey = Field(default_factory=SshKey)
     lease: Annotated[float, Field(gt=0)] = 120.0
+    trusted_signers: SignerConfig | None = None
 
     def secrets(self) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
@@ -77,6 +92,7 @@ _OVERRIDES: dict[str, tuple[str, ...]] = {
     "RECONCILER_HTTP_BIND": ("http", "bind"),
     "RECONCILER_HTTP_PORT": ("http", "port"),
     "RECONCILER_SSH_KEY_FILE": ("sshKey", "file"),
+    "RECONCILER_TRUSTED_SIGNERS": ("trustedSigners", "sshAllowedSigners"),
 }
 
 
