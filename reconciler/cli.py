@@ -20,6 +20,7 @@ from reconciler.validate import LoadedSpec, SpecFiles, load
 
 if TYPE_CHECKING:
     from reconciler.gitstore import GitStore
+    from reconciler.signatures import SignaturePolicy
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INVALID, EXIT_CHANGES = 0, 1, 2, 3
 
@@ -203,7 +204,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     # so no remote install goes on alone; progress is on the status branch.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     engine = build_engine(args, _store(args))
-    result = run_until_settled(engine, progress=not args.json, max_passes=args.max_passes)
+    try:
+        result = run_until_settled(
+            engine,
+            progress=not args.json,
+            max_passes=args.max_passes,
+            max_failures=args.retries + 1,
+            max_backoff=args.max_backoff,
+        )
+    finally:
+        engine.store.close()  # a status push still in flight reaches the remote first
     if args.json:
         render.emit_json(
             {"phase": result.phase, "message": result.message, "commit": result.commit}
@@ -274,7 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    return run_daemon(load_config(Path(args.config)))
+    return run_daemon(load_config(Path(args.config)), signatures=args.trusted_signers)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -309,6 +319,53 @@ def _add_remote(p: argparse.ArgumentParser) -> None:
 
 
 # --- wiring ------------------------------------------------------------------------------------
+
+DEFAULT_RETRIES = 7
+"""`reconcile --once` gives up on the 8th temporary failure in a row (about four minutes)."""
+DEFAULT_MAX_BACKOFF = 60.0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _trusted_signers(text: str) -> SignaturePolicy:
+    """`--trusted-signers FILE`: read and checked while parsing, so a bad file stops the
+    command (exit 2, file:line and what was expected) before anything is done."""
+    from reconciler.signatures import SignersFileError, load_policy
+
+    try:
+        return load_policy(ssh_allowed_signers=Path(text))
+    except SignersFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_trusted_signers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trusted-signers",
+        type=_trusted_signers,
+        metavar="FILE",
+        help="apply a head commit only if signed by a key in FILE (ssh-keygen allowed_signers "
+        "lines, or public key lines); any other head is recorded as invalid, not applied",
+    )
 
 
 def _add_source(p: argparse.ArgumentParser) -> None:
@@ -358,6 +415,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance", help="this reconciler's name in leases (default host:pid)")
     p.add_argument("--lease", type=float, default=120.0, help="lease seconds beyond a step")
     p.add_argument("--max-passes", type=int, default=10_000, help="stop after this many passes")
+    _add_trusted_signers(p)
+    p.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help="temporary failures in a row retried before giving up with exit 1 "
+        f"(default {DEFAULT_RETRIES}; 0: give up on the first)",
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=_non_negative_seconds,
+        default=DEFAULT_MAX_BACKOFF,
+        metavar="SECONDS",
+        help=f"cap on the exponential backoff between retries (default {DEFAULT_MAX_BACKOFF:g})",
+    )
     p.set_defaults(handler=cmd_reconcile)
 
     p = sub.add_parser("status", help="hosts, versions, weights, phase, fingerprints")
@@ -382,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the daemon: poll and webhooks, one job per fleet")
     p.add_argument("--config", required=True, help="YAML settings (deploy/config.example.yaml)")
+    _add_trusted_signers(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("demo", help="the whole story in a local sandbox (the README's first step)")

@@ -20,13 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from reconciler.config import Config
 from reconciler.engine import Engine, PassResult
-from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+from reconciler.errors import PermanentError, ReconcilerError, RetriesExhausted, TemporaryError
 from reconciler.gitstore import GitStore
 from reconciler.metrics import Metrics
 from reconciler.notify import Broadcaster, Fanout, Notifier, Recorder, sinks_from_spec
+from reconciler.signatures import SignaturePolicy, policy_from_config
 from reconciler.spec import Fleet
 from reconciler.status import FleetStatus, read_status
 from reconciler.validate import LoadedSpec
@@ -75,6 +77,7 @@ def build_engine(args: argparse.Namespace, store: GitStore) -> Engine:
         ssh_key=getattr(args, "ssh_key", None),
         instance=getattr(args, "instance", None),
         lease_s=getattr(args, "lease", 120.0),
+        signatures=getattr(args, "trusted_signers", None),
     )
 
 
@@ -86,8 +89,10 @@ def engine_for(
     instance: str | None = None,
     lease_s: float = 120.0,
     notifier: SpecNotifier | None = None,
+    signatures: SignaturePolicy | None = None,
 ) -> Engine:
-    """An engine for one fleet of the spec repo mirrored by `store`."""
+    """An engine for one fleet of the spec repo mirrored by `store`; with `signatures`, only a
+    head commit signed by one of its trusted keys is applied."""
     from reconciler.agent import FleetAgent
     from reconciler.lb import LoadBalancer, from_spec
 
@@ -116,6 +121,8 @@ def engine_for(
         notifier=notifier,
         instance=instance or instance_name(cache),
         lease_s=lease_s,
+        signatures=signatures,
+        spec_cache=Path(cache) / "specs",
     )
 
 
@@ -129,7 +136,17 @@ def run_until_settled(
     max_backoff: float = 60.0,
     max_failures: int = 8,
 ) -> PassResult:
-    """Pass after pass until the fleet is settled (Complete, Failed, Invalid, Idle) or holds."""
+    """Pass after pass until the fleet is settled (Complete, Failed, Invalid, Idle) or holds.
+
+    A TemporaryError is retried after its delay, doubled with each failure in a row and capped
+    at `max_backoff` seconds. After `max_failures` failures in a row (1 + the retries allowed),
+    or on the last of `max_passes`, the run stops with RetriesExhausted: the last error, how
+    many attempts in a row failed, and which budget was spent.
+    """
+    if max_failures < 1 or not max_backoff >= 0:
+        raise ValueError(
+            f"need max_failures >= 1 and max_backoff >= 0, got {max_failures} and {max_backoff}"
+        )
     console = Console(stderr=True, highlight=False)
     failures = 0
     result = PassResult("Idle", "not started", None)
@@ -141,10 +158,18 @@ def run_until_settled(
             failures += 1
             if failures >= max_failures or attempt == max_passes - 1:
                 _flush(engine)
-                raise
+                why = (
+                    f"the retry budget of {max_failures - 1} is spent"
+                    if failures >= max_failures
+                    else f"the limit of {max_passes} passes is reached"
+                )
+                raise RetriesExhausted(exc, failures, why) from exc
             delay = min(max_backoff, max(exc.delay, 0.2) * 2 ** min(failures - 1, 6))
             if progress:
-                console.print(f"[yellow]retrying in {delay:.1f}s[/]: {exc}")
+                console.print(
+                    f"[yellow]retrying in {delay:.1f}s[/] (attempt {failures} of {max_failures}"
+                    f" failed): {escape(str(exc))}"
+                )
             sleep(delay)
             continue
         if on_pass is not None:
@@ -211,13 +236,17 @@ class FleetWorker:
         return result
 
 
-def run_daemon(config: Config) -> int:
-    """Serve until SIGTERM/SIGINT: finish the step in hand, release leases, exit 0."""
+def run_daemon(config: Config, signatures: SignaturePolicy | None = None) -> int:
+    """Serve until SIGTERM/SIGINT: finish the step in hand, release leases, exit 0.
+
+    `signatures` (from `run --trusted-signers`) replaces the config's `trustedSigners`, which is
+    read here first: a bad signers file stops the daemon before anything starts."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
     from reconciler.server import Server
 
+    signatures = signatures or policy_from_config(config.trusted_signers)
     stop = threading.Event()
     metrics = Metrics()
     cache = Path(config.cache).expanduser()
@@ -228,6 +257,7 @@ def run_daemon(config: Config) -> int:
                 fleet,
                 ssh_key=config.ssh_key.file,
                 lease_s=config.lease,
+                signatures=signatures,
             ),
             metrics,
             stop,
@@ -292,3 +322,4 @@ def _release(worker: FleetWorker) -> None:
         worker.engine.release()
     except ReconcilerError as exc:
         log.warning("%s: could not release the lease: %s", worker.engine.fleet_name, exc)
+    worker.engine.store.close()  # a status push still in flight reaches the remote first
