@@ -15,13 +15,15 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from reconciler import lease as leases
-from reconciler import planner, source, windows
+from reconciler import planner, source, speccache, windows
 from reconciler.analysis import Verdict, analyse, host_counters
 from reconciler.documents import (
     Freeze,
     HostStatus,
+    Installed,
     Invalid,
     Lease,
     Readiness,
@@ -29,11 +31,12 @@ from reconciler.documents import (
     with_lb_weights,
 )
 from reconciler.errors import PermanentError, SpecError
-from reconciler.gates import matches_lock, ramp_refusals
+from reconciler.gates import matches_lock, ramp_refusals, tree_vs_lock
 from reconciler.gitstore import GitStore, StatusRewritten
 from reconciler.lb import LoadBalancer, ServerStats, apply_weights
 from reconciler.notify import Event, EventKind, Notifier
 from reconciler.planner import Plan, Step
+from reconciler.signatures import SignaturePolicy
 from reconciler.spec import Fleet, Host
 from reconciler.status import FleetStatus, Transition, read_status, write
 from reconciler.steps import Executor, HostAgent, Outcome
@@ -94,6 +97,9 @@ class Engine:
     poll_s: float = 1.0
     clock: Callable[[], datetime] = utcnow
     failpoints: Failpoints = field(default_factory=Failpoints.from_env)
+    spec_cache: Path | None = None  # validated specs on disk (speccache), for short-lived runs
+    signatures: SignaturePolicy | None = None  # set: only a head signed by a trusted key applies
+    _signed: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     _specs: dict[str, tuple[LoadedSpec | None, list[str]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -110,6 +116,9 @@ class Engine:
         if head is None:
             return PassResult("Idle", f"branch {self.store.branch} not found", None)
         head_id = str(head.id)
+        unsigned = self._unsigned(head_id)
+        if unsigned is not None:  # recorded like an invalid spec: the last good state stays
+            return self._invalid(status, head_id, [unsigned])
         spec, problems = self._load(head_id)
         record = status.rollout
         if spec is None:
@@ -154,11 +163,23 @@ class Engine:
                 f"is no longer an ancestor of {str(status.commit.id)[:12]}; refusing to act. "
                 "Restore the branch or delete the cache to accept the new history."
             )
-        self._remember(str(status.commit.id))
+        if confirmed is not None:
+            self._remember(str(confirmed.id))
 
     def _remember(self, commit: str) -> None:
         name = f"refs/reconciler/seen/{self.store.status_branch}"
         self.store.set_local_ref(name, commit, consequence="nothing was applied")
+
+    def _unsigned(self, commit: str) -> str | None:
+        """Why the signature policy refuses `commit` (None: no policy, or a trusted signature);
+        memoized, since a commit never changes."""
+        if self.signatures is None:
+            return None
+        if commit not in self._signed:
+            if len(self._signed) >= SPEC_CACHE:
+                self._signed.pop(next(iter(self._signed)))
+            self._signed[commit] = self.signatures.verify(self.store.repo, commit).problem
+        return self._signed[commit]
 
     def _load(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
         """The fleet's spec at `commit`; memoized, since a commit never changes."""
@@ -169,6 +190,10 @@ class Engine:
         return self._specs[commit]
 
     def _load_uncached(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
+        cache = self.spec_cache
+        kept = speccache.get(cache, commit, self.fleet_name) if cache else None
+        if kept is not None:
+            return kept, []
         _, files = source.read_commit(self.store.repo, commit)
         problems: list[str] = []
         for f in files:
@@ -178,6 +203,8 @@ class Engine:
                 problems += [p.render() for p in exc.problems]
                 continue
             if spec.fleet.name == self.fleet_name:
+                if cache is not None:
+                    speccache.put(cache, commit, self.fleet_name, spec)
                 return spec, []
         return None, problems or [f"no fleet named {self.fleet_name!r} at {commit[:12]}"]
 
@@ -226,6 +253,7 @@ class Engine:
             phase=phase,
         )
         commit = self._write(status, t, new)
+        self._sinks_of_last_good(record)
         self._event(
             "failure",
             f"spec {head[:12]} is invalid: {problems[0] if problems else ''}",
@@ -233,6 +261,19 @@ class Engine:
             status_commit=commit,
         )
         return PassResult(phase, t.subject + listing, None, commit=commit)
+
+    def _sinks_of_last_good(self, record: RolloutRecord | None) -> None:
+        """A pass that refuses its head loads no spec, so nothing configured the broadcast
+        sinks yet (a fresh process): take them from the last good spec, never the refused one."""
+        configure = getattr(self.notifier, "configure", None)
+        good = (record.applied_commit or record.spec_commit) if record is not None else None
+        try:
+            spec = self._load(good)[0] if good and callable(configure) else None
+        except Exception:  # a broadcast must never break the pass
+            log.exception("cannot read the broadcast sinks of %s", good)
+            return
+        if spec is not None and callable(configure):
+            configure(spec)
 
     def _start(self, status: FleetStatus, spec: LoadedSpec, head: str) -> PassResult:
         old = status.rollout
@@ -755,16 +796,19 @@ class Engine:
         state is reported once (status + event) and, with `selfHeal`, converged again."""
         if record.phase != "Complete" or spec.lock is None:
             return PassResult(record.phase, record.message, None)
+        # Drift is defined over the tree and the weights, so that is what a steady pass reads
+        # (one command per host); only a host that drifted is observed in full, for the record.
         ex = self._executor(spec, record)
-        nodes = ex.observe([h.name for h in spec.fleet.hosts])
+        trees = ex.trees([h.name for h in spec.fleet.hosts])
         weights = ex.lb.weights()
         drift = {
             name: problems
-            for name, doc in nodes.items()
-            if (problems := _drift(spec.fleet.host(name), doc, spec, weights))
+            for name, tree in trees.items()
+            if (problems := _drift(spec.fleet.host(name), tree, spec, weights))
         }
         if not drift:
             return PassResult("Complete", record.message, None)
+        nodes = ex.observe(list(drift))
         message = "drift: " + "; ".join(f"{h}: {', '.join(p)}" for h, p in sorted(drift.items()))
         if spec.fleet.rollout.self_heal:
             return self._heal(status, spec, record, drift, nodes, message)
@@ -825,9 +869,11 @@ class Engine:
             log.exception("notify failed")
 
 
-def _drift(host: Host, doc: Readiness, spec: LoadedSpec, weights: Mapping[str, int]) -> list[str]:
+def _drift(
+    host: Host, tree: Installed | str, spec: LoadedSpec, weights: Mapping[str, int]
+) -> list[str]:
     """How a host differs from the desired state: its tree against the lock, its weights."""
-    problems = matches_lock(doc, spec.lock)
+    problems = [tree] if isinstance(tree, str) else tree_vs_lock(tree, spec.lock)
     problems += [
         f"weight of {server} is {weights.get(server)}, desired {weight}"
         for server, weight in planner.host_weights(host, 100).items()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconciler.documents import Freeze, Readiness
+from reconciler.documents import Freeze, Installed, Readiness
 from reconciler.lock import Lock
 
 
@@ -51,15 +51,20 @@ def disagreements(
 
 def matches_lock(doc: Readiness, lock: Lock | None) -> list[str]:
     """Differences between a host's installed tree and the lock."""
+    return tree_vs_lock(doc.installed, lock)
+
+
+def tree_vs_lock(tree: Installed, lock: Lock | None) -> list[str]:
+    """Differences between an installed tree and the lock."""
     if lock is None:
         return []
-    installed = {"openclaw": doc.installed.core, **doc.installed.plugins}
+    installed = {"openclaw": tree.core, **tree.plugins}
     wrong = [
         f"{p.name} {installed.get(p.name) or 'missing'} (lock {p.version})"
         for p in lock.packages
         if installed.get(p.name) != p.version
     ]
-    wrong += [f"second copy of openclaw at {d}" for d in doc.installed.duplicates]
+    wrong += [f"second copy of openclaw at {d}" for d in tree.duplicates]
     return wrong
 
 

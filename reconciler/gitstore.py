@@ -156,6 +156,8 @@ class GitStore:
         """Bring the watched branch and the status branch up to date from the remote. While
         a status push of ours is in flight, the status branch is ours (we hold the lease and
         its compare-and-swap would catch anyone else), so only the watched branch is fetched."""
+        if self._pending is not None and self._pending.done():
+            self.flush()  # a finished push: its error (if any) is this pass's to handle
         specs = [f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}"]
         if self._pending is None:
             specs.append(

@@ -8,6 +8,7 @@ YAML (like Kubernetes and Flux) and snake_case in Python.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, get_args
@@ -239,10 +240,11 @@ class Fleet(Model):
     hosts: list[Host] = Field(min_length=1)
 
     def host(self, name: str) -> Host:
-        for host in self.hosts:
-            if host.name == name:
-                return host
-        raise KeyError(name)
+        return self._by_name[name]
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Host]:
+        return {h.name: h for h in self.hosts}
 
     def profiles(self) -> Iterator[tuple[Host, Profile]]:
         for host in self.hosts:

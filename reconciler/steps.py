@@ -21,6 +21,7 @@ from reconciler.errors import PermanentError
 from reconciler.gates import matches_lock
 from reconciler.lock import Lock
 from reconciler.planner import Pin, Step, host_weights
+from reconciler.readiness import PRODUCT_ERRORS
 from reconciler.spec import Fleet, Host, seconds
 
 T = TypeVar("T")
@@ -110,6 +111,18 @@ class Executor:
         """Fresh readiness of several hosts, observed in parallel."""
         weights = self.lb.weights()
         return _each(names, lambda n: self.agent.observe(self.fleet.host(n), lb_weights=weights))
+
+    def trees(self, names: list[str]) -> dict[str, Installed | str]:
+        """The installed tree of several hosts (one read each, in parallel), or why it could
+        not be read for a reason about the product (a host that cannot be reached raises)."""
+
+        def read(name: str) -> Installed | str:
+            try:
+                return self.agent.installed(self.fleet.host(name))
+            except PRODUCT_ERRORS as exc:
+                return f"cannot read the installed tree: {exc}"
+
+        return _each(names, read)
 
     def recheck(self, recorded: Mapping[str, Readiness]) -> dict[str, Readiness]:
         """Hosts verified earlier, cheaply: the recorded readiness while their tree and their

@@ -23,7 +23,7 @@ import pygit2
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler import source
+from reconciler import source, speccache
 from reconciler.cli import main
 from reconciler.validate import MAX_SPEC_BYTES, LoadedSpec, load
 
@@ -341,3 +341,19 @@ def test_valid_case(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
     for host in spec.fleet.hosts:
         if host.transport == "ssh":
             assert spec.known_hosts.has(host.address, host.port), host.name
+
+
+@pytest.mark.parametrize("case", _params(VALID))
+def test_a_valid_case_kept_in_the_spec_cache_comes_back_equal(case: Case, tmp_path: Path) -> None:
+    loaded = load_case(case)
+    speccache.put(tmp_path, "c0ffee" * 6 + "c0ff", loaded.fleet.name, loaded)
+    kept = speccache.get(tmp_path, "c0ffee" * 6 + "c0ff", loaded.fleet.name)
+    assert kept is not None
+    assert kept.fleet == loaded.fleet and kept.lock == loaded.lock and kept.files == loaded.files
+    assert kept.known_hosts.text == loaded.known_hosts.text
+    # Another commit, another fleet name, or a damaged entry is a miss, never a wrong spec.
+    assert speccache.get(tmp_path, "0" * 40, loaded.fleet.name) is None
+    assert speccache.get(tmp_path, "c0ffee" * 6 + "c0ff", loaded.fleet.name + "x") is None
+    for entry in tmp_path.glob("*.json"):
+        entry.write_text(entry.read_text()[:-20])
+    assert speccache.get(tmp_path, "c0ffee" * 6 + "c0ff", loaded.fleet.name) is None

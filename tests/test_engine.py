@@ -189,6 +189,27 @@ def test_red_host_is_restored_frozen_and_broadcast_then_a_fix_resumes(
     assert status_file(world, "rollout.json")["specCommit"] == fix
 
 
+def test_a_complete_fleet_reports_drift_once_and_names_the_host(world: World) -> None:
+    adopted(world)
+    before = len(status_log(world))
+    assert reconcile(world).returncode == 0
+    assert len(status_log(world)) == before, "a steady pass with no drift wrote a commit"
+
+    # Someone installs another plugin version on mac-2 by hand.
+    world.install(world.host("mac-2"), "2026.4.2", {"@openclaw/matrix": "2026.4.4"})
+    assert reconcile(world).returncode == 0
+    rollout = status_file(world, "rollout.json")
+    assert rollout["phase"] == "Complete"
+    assert rollout["message"].startswith("drift: mac-2: @openclaw/matrix 2026.4.4 (lock 2026.4.2)")
+    assert "mac-1" not in rollout["message"] and "mac-3" not in rollout["message"]
+    doc = status_file(world, "nodes/mac-2.json")  # observed in full for the record
+    assert doc["installed"]["plugins"]["@openclaw/matrix"] == "2026.4.4"
+
+    commits = len(status_log(world))
+    assert reconcile(world).returncode == 0
+    assert len(status_log(world)) == commits, "the same drift was recorded twice"
+
+
 def test_revert_of_the_bump_converges_back(world: World) -> None:
     adopted(world)
     bump = world.bump("2026.4.3")
