@@ -412,10 +412,10 @@ class Engine:
         self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
     ) -> PassResult:
         ex = self._executor(spec, record)
+        if step.action == "install":  # the next host's registry reads overlap this install
+            _prefetch(ex, status, spec, _next_hosts(record, plan, step))
         if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
-            for name in step.hosts:  # an install is likely: its registry reads can start now
-                if name not in status.nodes or matches_lock(status.nodes[name], spec.lock):
-                    ex.agent.prefetch(spec.fleet.host(name))
+            _prefetch(ex, status, spec, step.hosts)  # if not started during the last install
             ex.observed = ex.observe(step.hosts)  # the bookmark step reuses this observation
             skipped = self._skip_if_converged(status, spec, record, plan, step, ex)
             if skipped is not None:
@@ -906,6 +906,20 @@ def _summary(plan: Plan) -> str:
         f"{c.subject} {c.before or '-'} -> {c.after or '-'}" for c in plan.changes[:4]
     )
     return f"{changes or 'no changes'} ({len(plan.steps)} steps)"
+
+
+def _prefetch(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:
+    """Start the registry reads of hosts whose recorded tree says an install is coming."""
+    for name in hosts:
+        if name not in status.nodes or matches_lock(status.nodes[name], spec.lock):
+            ex.agent.prefetch(spec.fleet.host(name))
+
+
+def _next_hosts(record: RolloutRecord, plan: Plan, step: Step) -> list[str]:
+    """The hosts of the next untouched bookmark after `step`, if any."""
+    after = plan.steps[plan.steps.index(step) + 1 :]
+    following = (s for s in after if s.action == "bookmark" and s.id not in record.done_steps)
+    return next((s.hosts for s in following), [])
 
 
 def _untouched(record: RolloutRecord, plan: Plan, step: Step) -> bool:
