@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class FleetAgent:
         self.spec_commit: str | None = None
         self._transports: dict[str, Transport] = {}
         self.releases = Prefetch()
+        self._doctor_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def for_spec(
@@ -60,6 +62,9 @@ class FleetAgent:
 
     def close(self) -> None:
         self.releases.close()
+        if self._doctor_pool is not None:
+            self._doctor_pool.shutdown(wait=False, cancel_futures=True)
+            self._doctor_pool = None
         for transport in self._transports.values():
             transport.close()
         self._transports.clear()
@@ -70,7 +75,12 @@ class FleetAgent:
     # --- HostAgent -----------------------------------------------------------------------
 
     def observe(
-        self, host: Host, *, lb_weights: Mapping[str, int], use_lock: bool = True
+        self,
+        host: Host,
+        *,
+        lb_weights: Mapping[str, int],
+        use_lock: bool = True,
+        doctors: readiness.Doctors | None = None,
     ) -> Readiness:
         return readiness.observe(
             self.fleet,
@@ -80,7 +90,15 @@ class FleetAgent:
             spec_commit=self.spec_commit,
             lb_weights=lb_weights,
             now=datetime.now(UTC),
+            doctors=doctors,
         )
+
+    def start_doctors(self, host: Host) -> readiness.Doctors:
+        if self._doctor_pool is None:
+            self._doctor_pool = ThreadPoolExecutor(
+                readiness.MAX_CHANNELS, thread_name_prefix="doctor"
+            )
+        return readiness.start_doctors(self.fleet, host, self.transport(host), self._doctor_pool)
 
     def installed(self, host: Host) -> Installed:
         t = self.transport(host)

@@ -412,8 +412,8 @@ class Engine:
         self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
     ) -> PassResult:
         ex = self._executor(spec, record)
-        if step.action == "install":  # the next host's registry reads overlap this install
-            _prefetch(ex, status, spec, _next_hosts(record, plan, step))
+        if step.action == "restart":  # the next host's registry reads overlap this host's
+            _prefetch(ex, status, spec, _next_hosts(record, plan, step))  # wait for readiness
         if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
             _prefetch(ex, status, spec, step.hosts)  # if not started during the last install
             ex.observed = ex.observe(step.hosts)  # the bookmark step reuses this observation

@@ -111,9 +111,11 @@ def observe(
     spec_commit: str | None,
     lb_weights: Mapping[str, int],
     now: datetime,
+    doctors: Doctors | None = None,
 ) -> Readiness:
-    """Gather every fact of `host` and its profiles and build its sealed readiness document."""
-    got = _gather(fleet, host, transport)
+    """Gather every fact of `host` and its profiles and build its sealed readiness document
+    (`doctors`: both doctor runs of each profile, started earlier by `start_doctors`)."""
+    got = _gather(fleet, host, transport, doctors)
     reasons = got.reasons
     profiles = []
     for profile, pf in zip(host.profiles, got.profiles, strict=True):
@@ -135,7 +137,9 @@ def observe(
     return _seal(draft, reasons, fingerprint_basis(lock_sha256, got.installed, profiles))
 
 
-def _gather(fleet: Fleet, host: Host, transport: Transport) -> _HostFacts:
+def _gather(
+    fleet: Fleet, host: Host, transport: Transport, doctors: Doctors | None = None
+) -> _HostFacts:
     """Every fact of the host, concurrently over its one connection: one read of the tree
     (which also gives Node's version and the free space), and each profile's four facts."""
     timeout = seconds(fleet.ssh.command_timeout)
@@ -146,7 +150,12 @@ def _gather(fleet: Fleet, host: Host, transport: Transport) -> _HostFacts:
     workers = min(1 + PROFILE_FACTS * len(host.profiles), MAX_CHANNELS)
     with ThreadPoolExecutor(workers, thread_name_prefix=f"observe-{host.name}") as pool:
         tree = pool.submit(_tree, transport, prefix, timeout)
-        profiles = [_profile_facts(pool, transport, p, timeout) for p in host.profiles]
+        profiles = [
+            _profile_facts(
+                pool, transport, p, timeout, doctors.runs.get(p.key()) if doctors else None
+            )
+            for p in host.profiles
+        ]
         got, tree_reasons = tree.result()
         reasons.extend(tree_reasons)
         disk: facts.DiskFree | None = None
@@ -209,19 +218,63 @@ class _Pending:
         return _ProfileFacts(doctor[0], post[0], probes[0], health[0], reasons)
 
 
-def _profile_facts(
+_DoctorRun = tuple[
+    Future[tuple[facts.Doctor | None, _Reasons]], Future[tuple[facts.Doctor | None, _Reasons]]
+]
+
+
+@dataclass(frozen=True)
+class Doctors:
+    """Both doctor runs of every profile of a host, in flight (see `start_doctors`)."""
+
+    runs: dict[str, _DoctorRun]
+
+
+def start_doctors(
+    fleet: Fleet, host: Host, transport: Transport, pool: ThreadPoolExecutor
+) -> Doctors:
+    """Start `doctor` and `doctor --post-upgrade` of every profile on `pool`. After a restart
+    they can run while the gateway comes up: they check the install and its config, not the
+    running gateway (that is what the probes and `health` are for), and a real doctor takes
+    seconds, so a verify need not wait for readiness first and doctor after."""
+    timeout = seconds(fleet.ssh.command_timeout)
+    return Doctors({p.key(): _doctor_run(pool, transport, p, timeout) for p in host.profiles})
+
+
+def _doctor_run(
     pool: ThreadPoolExecutor, transport: Transport, profile: Profile, timeout: float
+) -> _DoctorRun:
+    env = facts.profile_env(profile)
+    return (
+        pool.submit(_one, transport, facts.doctor(env), _what(profile, "doctor"), timeout),
+        pool.submit(
+            _one, transport, facts.post_upgrade(env), _what(profile, "post-upgrade doctor"), timeout
+        ),
+    )
+
+
+def _what(profile: Profile, fact: str) -> str:
+    return f"profile {profile.key()}: {fact}"
+
+
+def _profile_facts(
+    pool: ThreadPoolExecutor,
+    transport: Transport,
+    profile: Profile,
+    timeout: float,
+    doctors: _DoctorRun | None = None,
 ) -> _Pending:
-    """doctor, post-upgrade doctor, probes and health of one profile, started concurrently."""
+    """doctor, post-upgrade doctor, probes and health of one profile, started concurrently
+    (the doctors only when they are not already running)."""
     env = facts.profile_env(profile)
 
     def get(fact: facts.Fact[T]) -> Future[tuple[T | None, _Reasons]]:
-        what = f"profile {profile.key()}: {fact.name}"
-        return pool.submit(_one, transport, fact, what, timeout)
+        return pool.submit(_one, transport, fact, _what(profile, fact.name), timeout)
 
+    doctor, post = doctors or _doctor_run(pool, transport, profile, timeout)
     return _Pending(
-        doctor=get(facts.doctor(env)),
-        post_upgrade=get(facts.post_upgrade(env)),
+        doctor=doctor,
+        post_upgrade=post,
         probes=get(facts.probes(profile.port)),
         health=get(facts.health(env)),
     )

@@ -21,7 +21,7 @@ from reconciler.errors import PermanentError
 from reconciler.gates import matches_lock
 from reconciler.lock import Lock
 from reconciler.planner import Pin, Step, host_weights
-from reconciler.readiness import PRODUCT_ERRORS
+from reconciler.readiness import PRODUCT_ERRORS, Doctors
 from reconciler.spec import Fleet, Host, seconds
 
 T = TypeVar("T")
@@ -33,10 +33,20 @@ class HostAgent(Protocol):
     """Everything the engine does on a host, over its transport."""
 
     def observe(
-        self, host: Host, *, lb_weights: Mapping[str, int], use_lock: bool = True
+        self,
+        host: Host,
+        *,
+        lb_weights: Mapping[str, int],
+        use_lock: bool = True,
+        doctors: Doctors | None = None,
     ) -> Readiness:
         """Readiness of `host`; with `use_lock=False` the tree is not judged against the lock
-        (a host restored to its bookmark runs the prior versions on purpose)."""
+        (a host restored to its bookmark runs the prior versions on purpose); `doctors`: the
+        doctor runs `start_doctors` began, used instead of running doctor again."""
+        ...
+
+    def start_doctors(self, host: Host) -> Doctors:
+        """Start both doctors of every profile in the background."""
         ...
 
     def node_version(self, host: Host) -> str: ...
@@ -245,14 +255,19 @@ class Executor:
         """Poll the cheap probes until every profile is ready, then observe everything; again
         until green or the deadline (when the last full observation says why not)."""
         deadline = time.monotonic() + timeout
+        doctors = self.agent.start_doctors(host)  # they need no ready gateway: run meanwhile
         while True:
             ready = all(r for r, _ in self.agent.live(host).values())
             if ready or time.monotonic() >= deadline:
-                doc = self.agent.observe(host, lb_weights=self.lb.weights(), use_lock=use_lock)
+                weights = self.lb.weights()
+                doc = self.agent.observe(
+                    host, lb_weights=weights, use_lock=use_lock, doctors=doctors
+                )
                 if doc.green and (not use_lock or not matches_lock(doc, self.lock)):
                     return doc
                 if time.monotonic() >= deadline:
                     return doc
+                doctors = self.agent.start_doctors(host)  # the next try gets fresh ones
             self.sleep(self.ready_poll_s)
 
     def _ramp(self, step: Step, seq: int) -> Outcome:
