@@ -105,12 +105,15 @@ class FleetAgent:
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         return facts.installed(t, prefix, timeout=self._quick())
 
-    def live(self, host: Host) -> dict[str, tuple[bool, str | None]]:
+    def live(self, host: Host, *, wait_s: float = 0.0) -> dict[str, tuple[bool, str | None]]:
         t = self.transport(host)
         out: dict[str, tuple[bool, str | None]] = {}
         for profile in host.profiles:
+            fact = facts.probes_when_ready(profile.port, wait_s) if wait_s > 0 else None
             try:
-                got = facts.gather(t, facts.probes(profile.port), timeout=self._quick())
+                got = facts.gather(
+                    t, fact or facts.probes(profile.port), timeout=self._quick() + wait_s
+                )
             except readiness.PRODUCT_ERRORS:
                 out[profile.key()] = (False, None)
             else:

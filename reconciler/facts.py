@@ -67,11 +67,9 @@ _SEVERITIES: dict[str, Severity] = {
     "error": "error",
 }
 
-# Fetches paths from the gateway on 127.0.0.1 and prints one JSON array of
-# {path, status, body} or {path, status: null, error}. argv: port, timeout ms, paths...
-PROBE_SCRIPT = (
-    "const http=require('http');"
-    "const [port,ms,...paths]=process.argv.slice(1);const max=" + str(PROBE_BODY_CHARS) + ";"
+# `get(path)`: GET 127.0.0.1:<port><path> -> {path, status, body} or {path, status: null, error}.
+_PROBE_GET = (
+    "const http=require('http');const max=" + str(PROBE_BODY_CHARS) + ";"
     "const get=(p)=>new Promise((done)=>{"
     "const req=http.get({host:'127.0.0.1',port:Number(port),path:p,timeout:Number(ms)},(res)=>{"
     "let body='';res.setEncoding('utf8');"
@@ -80,7 +78,20 @@ PROBE_SCRIPT = (
     "res.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
     "req.on('timeout',()=>req.destroy(new Error('timeout after '+ms+' ms')));"
     "req.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
-    "Promise.all(paths.map(get)).then((r)=>process.stdout.write(JSON.stringify(r)+'\\n'));"
+    "const all=()=>Promise.all(paths.map(get))"
+    ".then((r)=>process.stdout.write(JSON.stringify(r)+'\\n'));"
+)
+# Fetches the paths once and prints one JSON array of their results. argv: port, timeout ms,
+# paths...
+PROBE_SCRIPT = "const [port,ms,...paths]=process.argv.slice(1);" + _PROBE_GET + "all();"
+# The same, once /readyz answers 200 or `wait` ms have passed, asking every `every` ms from the
+# host itself (one process instead of one per poll). argv: port, timeout ms, wait ms, every ms,
+# paths...
+READY_WAIT_SCRIPT = (
+    "const [port,ms,wait,every,...paths]=process.argv.slice(1);const until=Date.now()+Number(wait);"
+    + _PROBE_GET
+    + "const loop=()=>get('/readyz').then((r)=>(r.status===200||Date.now()>=until)?all():"
+    "setTimeout(loop,Number(every)));loop();"
 )
 
 # df on the nearest existing ancestor of $1 (a prefix may not exist before the first install).
@@ -655,6 +666,17 @@ def probes(port: int, *, request_timeout_s: float = 5.0) -> Fact[Probes]:
     ms = str(max(1, int(request_timeout_s * 1000)))
     argv = ("node", "-e", PROBE_SCRIPT, "--", str(port), ms, *PROBE_PATHS)
     return Fact("probes", argv, parse_probes, PROBE_S, PROBE_OUTPUT)
+
+
+def probes_when_ready(port: int, wait_s: float, *, every_s: float = 0.05) -> Fact[Probes]:
+    """`probes`, taken once /readyz answers 200 or after `wait_s` (whichever comes first),
+    polling from the host every `every_s`: readiness is seen within ~50 ms of happening."""
+    argv = ("node", "-e", READY_WAIT_SCRIPT, "--", str(port), _ms(5.0), _ms(wait_s), _ms(every_s))
+    return Fact("probes", (*argv, *PROBE_PATHS), parse_probes, PROBE_S + wait_s, PROBE_OUTPUT)
+
+
+def _ms(seconds_: float) -> str:
+    return str(max(1, int(seconds_ * 1000)))
 
 
 def parse_probes(host: str, result: CommandResult) -> Probes:

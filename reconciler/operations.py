@@ -61,7 +61,7 @@ from reconciler.versions import EXACT_SEMVER, satisfies
 CORE = facts.CORE
 _NPM_NAME = re.compile(NPM_NAME)
 _EXACT = re.compile(EXACT_SEMVER)
-RESTART_POLL_S = 0.2
+RESTART_POLL_S = 0.1
 READY_POLL_S = 0.25
 
 

@@ -26,7 +26,9 @@ from reconciler.spec import Fleet, Host, seconds
 
 T = TypeVar("T")
 READY_POLL_S = 0.2
-"""How often a host that was just restarted is probed for readiness."""
+"""Pause between two waits for readiness (each wait polls on the host itself every 50 ms)."""
+READY_WAIT_S = 10.0
+"""Longest single wait for readiness on the host, so the deadline is checked in between."""
 
 
 class HostAgent(Protocol):
@@ -68,8 +70,10 @@ class HostAgent(Protocol):
         """The installed tree alone (cheap: one read)."""
         ...
 
-    def live(self, host: Host) -> dict[str, tuple[bool, str | None]]:
-        """Per profile: does /readyz answer 200, and which version runs (cheap: probes only)."""
+    def live(self, host: Host, *, wait_s: float = 0.0) -> dict[str, tuple[bool, str | None]]:
+        """Per profile: does /readyz answer 200, and which version runs (cheap: probes only);
+        with `wait_s`, each profile is first given up to that long to become ready (polled on
+        the host itself)."""
         ...
 
     def skill_links(self, host: Host) -> dict[str, str]: ...
@@ -257,7 +261,8 @@ class Executor:
         deadline = time.monotonic() + timeout
         doctors = self.agent.start_doctors(host)  # they need no ready gateway: run meanwhile
         while True:
-            ready = all(r for r, _ in self.agent.live(host).values())
+            wait = min(max(deadline - time.monotonic(), 0.0), READY_WAIT_S)
+            ready = all(r for r, _ in self.agent.live(host, wait_s=wait).values())
             if ready or time.monotonic() >= deadline:
                 weights = self.lb.weights()
                 doc = self.agent.observe(
