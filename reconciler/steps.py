@@ -8,6 +8,7 @@ exception: it is data, and the engine answers it by restoring the host from its 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +25,13 @@ from reconciler.planner import Pin, Step, host_weights
 from reconciler.readiness import PRODUCT_ERRORS, Doctors
 from reconciler.spec import Fleet, Host, seconds
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 READY_POLL_S = 0.2
 """Pause between two waits for readiness (each wait polls on the host itself every 50 ms)."""
+REGISTRY_GRACE_S = 30.0
+"""How long a preflight waits for a registry that does not answer before the host is red."""
+REGISTRY_RETRY_S = 2.0
 READY_WAIT_S = 10.0
 """Longest single wait for readiness on the host, so the deadline is checked in between."""
 
@@ -215,11 +220,28 @@ class Executor:
             need = self.fleet.rollout.min_free_disk_mb
             if free < need:
                 problems.append(f"{host.name}: {free} MB free, {need} MB required")
-            if not self.agent.registry_reachable(host):
+            if not self._registry_reachable(host, REGISTRY_GRACE_S):
                 problems.append(f"{host.name}: registry {self.fleet.openclaw.registry} unreachable")
         if problems:
             return Outcome(subject=f"{_who(step)}: preflight refused", red="; ".join(problems))
         return Outcome(subject=f"{_who(step)}: preflight passed", host_phase="Preflighted")
+
+    def _registry_reachable(self, host: Host, grace_s: float) -> bool:
+        """Reachable now, or within `grace_s`: a registry that blinks (a restart, a deploy)
+        is waited out here, with the host already drained, instead of failing the commit."""
+        deadline = time.monotonic() + grace_s
+        while not self.agent.registry_reachable(host):
+            if time.monotonic() >= deadline:
+                return False
+            log.warning(
+                "%s: registry %s unreachable; asking again in %gs (for up to %gs)",
+                host.name,
+                self.fleet.openclaw.registry,
+                REGISTRY_RETRY_S,
+                grace_s,
+            )
+            self.sleep(REGISTRY_RETRY_S)
+        return True
 
     def _install(self, step: Step, seq: int) -> Outcome:
         docs = {}

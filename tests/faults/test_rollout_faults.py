@@ -5,8 +5,11 @@ rollout leaves it where it was, restored from its bookmarks).
 
 - the npm registry slow during install (verdaccio SIGSTOPped): the install times out, is
   killed and retried, and completes once the registry answers;
-- the npm registry down (verdaccio stopped) at preflight or during install: the host is
-  restored from its bookmark, the commit marked Failed, a signed broadcast sent;
+- the npm registry away for a moment at preflight: waited out (up to 30 s), then the rollout
+  goes on;
+- the npm registry down (verdaccio stopped) at preflight for longer than that, or during
+  install: the host is restored from its bookmark, the commit marked Failed, a signed
+  broadcast sent;
 - a lock whose tarball integrity differs from what the registry serves: refused before
   anything is installed;
 - doctor red, or the gateway never ready, after the upgrade: restored from the bookmark;
@@ -153,6 +156,24 @@ def test_registry_down_restores_the_host_and_fails_the_commit(
     assert done.returncode == 2, done.stderr
     freeze = failed_and_restored(h, bump, before)
     assert reason in freeze, freeze
+
+
+# After the cases above: its rollout leaves fresh registry metadata in the hosts' npm caches,
+# with which npm would install without asking the registry (the case above needs it to ask).
+def test_registry_blinking_at_preflight_is_waited_out(h: Harness, registry: LocalRegistry) -> None:
+    before = current(h)
+    target = other(before)
+    bump = h.bump(target)
+    kill_at(h, "mac-1/drain:recorded")
+    with registry_stopped(registry):
+        live = h.start()
+        live.wait_for("mac-1: registry http://127.0.0.1:", "unreachable; asking again in")
+        h.weights_safe()  # mac-1 drained, on record
+        h.hosts_known(before)  # nothing installed while the registry is away
+    done = h.finish(live)  # the registry is back within the preflight's grace
+    assert done.returncode == 0, done.stderr
+    h.complete(bump, target)
+    assert h.status_file("freeze.json") is None
 
 
 def test_tarball_integrity_differing_from_the_lock_is_refused(h: Harness) -> None:
