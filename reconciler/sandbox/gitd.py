@@ -7,8 +7,6 @@ its own process group and stopped as a group.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.sandbox.processes import stop_group
 from reconciler.sandbox.registry import free_port
 
 
@@ -60,16 +59,7 @@ class GitDaemon:
         return f"git://127.0.0.1:{self.port}/{name}.git"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_group(self.process, 5.0)
 
     def __enter__(self) -> GitDaemon:
         return self

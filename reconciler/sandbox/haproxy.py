@@ -14,10 +14,8 @@ import atexit
 import contextlib
 import csv
 import io
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -28,6 +26,7 @@ from types import TracebackType
 
 from reconciler.lb import LBError
 from reconciler.lb.haproxy import HAProxy, check_name
+from reconciler.sandbox.processes import stop_group
 
 HAPROXY = "haproxy"
 LOOPBACK = "127.0.0.1"
@@ -137,15 +136,8 @@ class HAProxyProcess:
     def stop(self) -> None:
         """SIGTERM the HAProxy process group by its id, SIGKILL after a grace; reap it."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
+        if process is not None:
+            stop_group(process, STOP_GRACE_S)
 
     def close(self) -> None:
         """Stop HAProxy and remove the short socket directory if one was made."""

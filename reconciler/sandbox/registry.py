@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -36,6 +35,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import nodesemver
+
+from reconciler.sandbox.processes import stop_group
 
 VERDACCIO_VERSION = "6.8.0"
 TOOLS_DIR_ENV = "RECONCILER_TOOLS_DIR"
@@ -271,7 +272,7 @@ class LocalRegistry:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the verdaccio process group (SIGTERM, then SIGKILL) and reap it."""
-        _stop_group(self.process, timeout)
+        stop_group(self.process, timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -317,19 +318,6 @@ def _answers_ping(url: str) -> bool:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 # --- publishing the stand-in -----------------------------------------------------------------

@@ -178,7 +178,9 @@ def test_concurrent_writer_and_remote_lost_mid_step(h: Harness, tmp_path: Path) 
         port = world.gitd.port
         world.gitd.stop()
         try:
-            live.wait_for("retrying in", f"to {world.remote} failed")
+            # Whichever git call meets the dead remote first says so: the push of a record
+            # (which now runs while the next step does) or the next pass's fetch.
+            live.wait_for("retrying in", f"{world.remote} failed")
         finally:
             restart_gitd(h, port)
         done = h.finish(live)
