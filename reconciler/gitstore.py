@@ -10,11 +10,12 @@ each other. The loser refetches and redoes its step: it never force-pushes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,19 @@ def _disk_error(exc: BaseException) -> str | None:
         return exc.strerror or os.strerror(exc.errno)
     text = str(exc)
     return next((words for words in _DISK_ERRORS if words in text), None)
+
+
+@contextlib.contextmanager
+def _cache_write(says: Callable[[str], str]) -> Iterator[None]:
+    """A failed local write in the block (disk full, quota, read-only) becomes CacheUnwritable
+    with the message `says(the OS's words)`; any other error goes through untouched."""
+    try:
+        yield
+    except (pygit2.GitError, OSError) as exc:
+        why = _disk_error(exc)
+        if why is None:
+            raise
+        raise CacheUnwritable(says(why)) from None
 
 
 @dataclass(frozen=True)
@@ -127,16 +141,13 @@ class GitStore:
         self._pending_oid: pygit2.Oid | None = None
 
     def _open(self, cache_dir: Path) -> pygit2.Repository:
-        try:
+        with _cache_write(
+            lambda why: (
+                f"cache {cache_dir}: cannot create the mirror of {self.remote_url}: "
+                f"{why}; free space there (or point --cache elsewhere) and run again"
+            )
+        ):
             return self._open_or_init(cache_dir)
-        except (pygit2.GitError, OSError) as exc:
-            why = _disk_error(exc)
-            if why is None:
-                raise
-            raise CacheUnwritable(
-                f"cache {cache_dir}: cannot create the mirror of {self.remote_url}: {why}; "
-                "free space there (or point --cache elsewhere) and run again"
-            ) from None
 
     def _open_or_init(self, cache_dir: Path) -> pygit2.Repository:
         if (cache_dir / "HEAD").exists():
@@ -163,16 +174,17 @@ class GitStore:
             specs.append(
                 f"+refs/heads/{self.status_branch}:refs/remotes/origin/{self.status_branch}"
             )
+
+        def says(why: str) -> str:
+            return (
+                f"fetch from {self.remote_url} into the cache {self.repo.path} failed: {why}; "
+                "free space there and run again (nothing was applied)"
+            )
+
         try:
-            with self._lock:
+            with _cache_write(says), self._lock:
                 self.repo.remotes["origin"].fetch(specs, callbacks=_Callbacks(keypair=self.keypair))
-        except pygit2.GitError as exc:
-            why = _disk_error(exc)
-            if why is not None:
-                raise CacheUnwritable(
-                    f"fetch from {self.remote_url} into the cache {self.repo.path} failed: {why}; "
-                    "free space there and run again (nothing was applied)"
-                ) from None
+        except pygit2.GitError as exc:  # not a local write: the remote
             raise RemoteUnavailable(f"fetch from {self.remote_url} failed: {exc}") from None
 
     def _ref(self, name: str) -> pygit2.Commit | None:
@@ -241,17 +253,14 @@ class GitStore:
         redoes it. At most one push is in flight, so commits reach the remote in order.
         """
         self.flush()
-        try:
-            oid = self._build(parent, changes, message)
-        except (pygit2.GitError, OSError) as exc:
-            why = _disk_error(exc)
-            if why is None:
-                raise
-            raise CacheUnwritable(
-                f"cannot write the status commit {message.splitlines()[0]!r} in the cache "
-                f"{self.repo.path}: {why}; nothing was recorded (the step is redone on the "
+        with _cache_write(
+            lambda why: (
+                f"cannot write the status commit {message.splitlines()[0]!r} in the "
+                f"cache {self.repo.path}: {why}; nothing was recorded (the step is redone on the "
                 "next run); free space there and run again"
-            ) from None
+            )
+        ):
+            oid = self._build(parent, changes, message)
         if oid is None:
             return None
         if not defer:
@@ -356,13 +365,10 @@ class GitStore:
         """Point a ref of the cache (never the remote) at `target`; a full disk is a
         CacheUnwritable that says what it means (`consequence`), not a raw OSError."""
         oid = target if isinstance(target, pygit2.Oid) else pygit2.Oid(hex=target)
-        try:
+        with _cache_write(
+            lambda why: (
+                f"cannot update {name} in the cache {self.repo.path}: {why}; "
+                f"{consequence}; free space there and run again"
+            )
+        ):
             (repo or self.repo).references.create(name, oid, force=True)
-        except (pygit2.GitError, OSError) as exc:
-            why = _disk_error(exc)
-            if why is None:
-                raise
-            raise CacheUnwritable(
-                f"cannot update {name} in the cache {self.repo.path}: {why}; {consequence}; "
-                "free space there and run again"
-            ) from None
