@@ -150,7 +150,11 @@ class Executor:
         def check(name: str) -> Readiness:
             host, doc = self.fleet.host(name), recorded[name]
             running = {p.profile: (p.readyz, p.running_version) for p in doc.profiles}
-            if self.agent.installed(host) == doc.installed and self.agent.live(host) == running:
+            try:
+                same = self.agent.installed(host) == doc.installed
+            except PRODUCT_ERRORS:  # the tree cannot be read: the full observation says why
+                same = False
+            if same and self.agent.live(host) == running:
                 return doc
             return self.agent.observe(host, lb_weights=self.lb.weights())
 
