@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from reconciler import lease as leases
 from reconciler import planner, source, speccache, windows
@@ -43,6 +44,7 @@ from reconciler.steps import Executor, HostAgent, Outcome
 from reconciler.validate import LoadedSpec, load
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 SPEC_CACHE = 8  # loaded specs kept (commits are immutable)
 SOAK_CHECK_S = 5.0  # how often a soak looks at the LB's counters
 PRE_RAMP = ("bookmark", "drain", "preflight", "install", "restart", "verify")
@@ -173,21 +175,14 @@ class Engine:
     def _unsigned(self, commit: str) -> str | None:
         """Why the signature policy refuses `commit` (None: no policy, or a trusted signature);
         memoized, since a commit never changes."""
-        if self.signatures is None:
+        policy = self.signatures
+        if policy is None:
             return None
-        if commit not in self._signed:
-            if len(self._signed) >= SPEC_CACHE:
-                self._signed.pop(next(iter(self._signed)))
-            self._signed[commit] = self.signatures.verify(self.store.repo, commit).problem
-        return self._signed[commit]
+        return _memo(self._signed, commit, lambda: policy.verify(self.store.repo, commit).problem)
 
     def _load(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
         """The fleet's spec at `commit`; memoized, since a commit never changes."""
-        if commit not in self._specs:
-            if len(self._specs) >= SPEC_CACHE:
-                self._specs.pop(next(iter(self._specs)))
-            self._specs[commit] = self._load_uncached(commit)
-        return self._specs[commit]
+        return _memo(self._specs, commit, lambda: self._load_uncached(commit))
 
     def _load_uncached(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
         cache = self.spec_cache
@@ -267,12 +262,14 @@ class Engine:
         sinks yet (a fresh process): take them from the last good spec, never the refused one."""
         configure = getattr(self.notifier, "configure", None)
         good = (record.applied_commit or record.spec_commit) if record is not None else None
+        if good is None or not callable(configure):
+            return
         try:
-            spec = self._load(good)[0] if good and callable(configure) else None
+            spec = self._load(good)[0]
         except Exception:  # a broadcast must never break the pass
             log.exception("cannot read the broadcast sinks of %s", good)
             return
-        if spec is not None and callable(configure):
+        if spec is not None:
             configure(spec)
 
     def _start(self, status: FleetStatus, spec: LoadedSpec, head: str) -> PassResult:
@@ -659,11 +656,11 @@ class Engine:
         ex: Executor,
     ) -> PassResult | None:
         docs = ex.observed
-        weights = ex.lb.weights()
         if not all(d.green and not matches_lock(d, spec.lock) for d in docs.values()):
             return None
         mine = [s for s in plan.steps if s.hosts == step.hosts]
         ramps = [s for s in mine if s.action == "ramp"]
+        weights = ex.lb.weights()
         in_place = all(weights.get(k) == w for k, w in ramps[-1].weights.items()) if ramps else True
         skip = [s.id for s in mine if s.action in PRE_RAMP] + [s.id for s in ramps[:-1]]
         if in_place:
@@ -906,6 +903,15 @@ def _summary(plan: Plan) -> str:
         f"{c.subject} {c.before or '-'} -> {c.after or '-'}" for c in plan.changes[:4]
     )
     return f"{changes or 'no changes'} ({len(plan.steps)} steps)"
+
+
+def _memo(cache: dict[str, V], key: str, make: Callable[[], V]) -> V:
+    """`make()` kept under `key` (commits are immutable), the oldest of SPEC_CACHE dropped."""
+    if key not in cache:
+        if len(cache) >= SPEC_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
 
 
 def _prefetch(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:

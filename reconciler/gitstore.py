@@ -135,8 +135,7 @@ class GitStore:
         self.keypair = keypair
         self._lock = threading.Lock()
         self.repo = self._open(cache_dir)
-        self._pusher: ThreadPoolExecutor | None = None
-        self._push_repo: pygit2.Repository | None = None
+        self._pusher: tuple[ThreadPoolExecutor, pygit2.Repository] | None = None
         self._pending: Future[None] | None = None
         self._pending_oid: pygit2.Oid | None = None
 
@@ -263,16 +262,20 @@ class GitStore:
             oid = self._build(parent, changes, message)
         if oid is None:
             return None
-        if not defer:
-            self._push(oid, parent)
-            return str(oid)
         local = f"refs/heads/{self.status_branch}"
         self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
-        if self._pusher is None:
-            self._pusher = ThreadPoolExecutor(1, thread_name_prefix="status-push")
-            self._push_repo = pygit2.Repository(self.repo.path)  # a handle of its own thread
+        if not defer:
+            with self._lock:
+                self._push(oid, parent, self.repo)
+            return str(oid)
+        if self._pusher is None:  # one thread, with a repository handle of its own
+            self._pusher = (
+                ThreadPoolExecutor(1, thread_name_prefix="status-push"),
+                pygit2.Repository(self.repo.path),
+            )
+        pool, repo = self._pusher
         self._pending_oid = oid
-        self._pending = self._pusher.submit(self._push, oid, parent, self._push_repo)
+        self._pending = pool.submit(self._push, oid, parent, repo)
         return str(oid)
 
     def flush(self) -> None:
@@ -294,7 +297,7 @@ class GitStore:
         except ReconcilerError as exc:
             log.warning("the last status push failed: %s", exc)
         if self._pusher is not None:
-            self._pusher.shutdown(wait=True)
+            self._pusher[0].shutdown(wait=True)
             self._pusher = None
 
     def _build(
@@ -318,23 +321,14 @@ class GitStore:
         oid: pygit2.Oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
         return oid
 
-    def _push(
-        self,
-        oid: pygit2.Oid,
-        parent: pygit2.Commit | None,
-        repo: pygit2.Repository | None = None,
-    ) -> None:
+    def _push(self, oid: pygit2.Oid, parent: pygit2.Commit | None, repo: pygit2.Repository) -> None:
+        """Push the local status branch (already at `oid`) with CAS on `parent`, through `repo`
+        (the main handle, or the pusher thread's own)."""
         local = f"refs/heads/{self.status_branch}"
-        if repo is None:  # deferred pushes set the local ref before they are queued
-            self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
         expect = {local: str(parent.id) if parent is not None else _ZERO}
         callbacks = _Callbacks(expect=expect, keypair=self.keypair)
         try:
-            if repo is not None:
-                repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
-            else:
-                with self._lock:
-                    self.repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
+            repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
         except pygit2.GitError as exc:
             if (
                 callbacks.rejected

@@ -246,15 +246,20 @@ def _doctor_run(
 ) -> _DoctorRun:
     env = facts.profile_env(profile)
     return (
-        pool.submit(_one, transport, facts.doctor(env), _what(profile, "doctor"), timeout),
-        pool.submit(
-            _one, transport, facts.post_upgrade(env), _what(profile, "post-upgrade doctor"), timeout
-        ),
+        _submit(pool, transport, profile, facts.doctor(env), timeout),
+        _submit(pool, transport, profile, facts.post_upgrade(env), timeout),
     )
 
 
-def _what(profile: Profile, fact: str) -> str:
-    return f"profile {profile.key()}: {fact}"
+def _submit(
+    pool: ThreadPoolExecutor,
+    transport: Transport,
+    profile: Profile,
+    fact: facts.Fact[T],
+    timeout: float,
+) -> Future[tuple[T | None, _Reasons]]:
+    """Gather one fact of `profile` on `pool`; a product failure is a reason naming both."""
+    return pool.submit(_one, transport, fact, f"profile {profile.key()}: {fact.name}", timeout)
 
 
 def _profile_facts(
@@ -266,17 +271,12 @@ def _profile_facts(
 ) -> _Pending:
     """doctor, post-upgrade doctor, probes and health of one profile, started concurrently
     (the doctors only when they are not already running)."""
-    env = facts.profile_env(profile)
-
-    def get(fact: facts.Fact[T]) -> Future[tuple[T | None, _Reasons]]:
-        return pool.submit(_one, transport, fact, _what(profile, fact.name), timeout)
-
     doctor, post = doctors or _doctor_run(pool, transport, profile, timeout)
     return _Pending(
         doctor=doctor,
         post_upgrade=post,
-        probes=get(facts.probes(profile.port)),
-        health=get(facts.health(env)),
+        probes=_submit(pool, transport, profile, facts.probes(profile.port), timeout),
+        health=_submit(pool, transport, profile, facts.health(facts.profile_env(profile)), timeout),
     )
 
 

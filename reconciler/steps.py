@@ -169,11 +169,9 @@ class Executor:
     # --- steps ---------------------------------------------------------------------------
 
     def _bookmark(self, step: Step, seq: int) -> Outcome:
-        for host in self._hosts(step):
-            self.agent.prefetch(host)  # overlaps the bookmark, its push and the drain
         weights = self.lb.weights()
         fresh = [h for h in step.hosts if h not in self.observed]
-        docs = {**{h: self.observed[h] for h in step.hosts if h in self.observed}}
+        docs = {h: self.observed[h] for h in step.hosts if h in self.observed}
         docs |= self.observe(fresh) if fresh else {}
         host = self._hosts(step)[0]
         bookmark = Bookmark(
@@ -282,8 +280,9 @@ class Executor:
         )
 
     def _wait_green(self, host: Host, timeout: float, *, use_lock: bool = True) -> Readiness:
-        """Poll the cheap probes until every profile is ready, then observe everything; again
-        until green or the deadline (when the last full observation says why not)."""
+        """Wait (on the host) until every profile is ready, then observe everything, with the
+        doctors started at once; again until green or the deadline (when the last full
+        observation says why not)."""
         deadline = time.monotonic() + timeout
         doctors = self.agent.start_doctors(host)  # they need no ready gateway: run meanwhile
         while True:
