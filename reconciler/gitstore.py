@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BRANCH = "reconciler/status"
 _ZERO = "0" * 40
+OUTGOING = "refs/reconciler/outgoing"  # what a push sends
 
 
 class StatusConflict(TemporaryError):
@@ -136,8 +137,10 @@ class GitStore:
         self._lock = threading.Lock()
         self.repo = self._open(cache_dir)
         self._pusher: tuple[ThreadPoolExecutor, pygit2.Repository] | None = None
-        self._pending: Future[None] | None = None
-        self._pending_oid: pygit2.Oid | None = None
+        self._pending: Future[None] | None = None  # the last push queued
+        self._pending_oid: pygit2.Oid | None = None  # the newest commit not yet on the remote
+        self._remote_oid: pygit2.Oid | None = None  # where the remote is, as the pusher knows it
+        self._push_error: ReconcilerError | None = None
 
     def _open(self, cache_dir: Path) -> pygit2.Repository:
         with _cache_write(
@@ -245,13 +248,17 @@ class GitStore:
         then nothing was pushed, and the step that produced it is redone by the next pass.
 
         `defer=True` returns once the commit is in the cache and pushes it in the background,
-        so the push overlaps the next step's work instead of adding to it (a push costs from
-        ~50 ms to a git daemon to a second to a hosted forge). The next write, or `flush`,
-        waits for it and raises its error. Only for records whose loss is harmless: a step
-        that is idempotent and re-observed, so a reconciler that dies with the push in flight
-        redoes it. At most one push is in flight, so commits reach the remote in order.
+        so the push overlaps the next steps' work instead of adding to it (a push costs from
+        ~50 ms to a git daemon to a second to a hosted forge). Pushes go one at a time, in
+        order; a commit made while one is in flight is pushed after it, together with any
+        commit it supersedes (its ancestors), so a write never waits for the network. A failed
+        push fails every commit queued after it; the next write, `fetch` or `flush` raises
+        that error. Only for records whose loss is harmless: a step that is idempotent and
+        re-observed, so a reconciler that dies with the push in flight redoes it. Without
+        `defer`, every push in flight is waited for first, then this one.
         """
-        self.flush()
+        if not defer or self._push_error is not None:
+            self.flush()
         with _cache_write(
             lambda why: (
                 f"cannot write the status commit {message.splitlines()[0]!r} in the "
@@ -266,7 +273,7 @@ class GitStore:
         self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
         if not defer:
             with self._lock:
-                self._push(oid, parent, self.repo)
+                self._push(oid, parent.id if parent is not None else None, self.repo)
             return str(oid)
         if self._pusher is None:  # one thread, with a repository handle of its own
             self._pusher = (
@@ -274,21 +281,40 @@ class GitStore:
                 pygit2.Repository(self.repo.path),
             )
         pool, repo = self._pusher
+        if self._pending is None:  # nothing in flight: the remote is at the parent
+            self._remote_oid = parent.id if parent is not None else None
         self._pending_oid = oid
-        self._pending = pool.submit(self._push, oid, parent, repo)
+        self._pending = pool.submit(self._push_queued, oid, repo)
         return str(oid)
 
+    def _push_queued(self, oid: pygit2.Oid, repo: pygit2.Repository) -> None:
+        """On the pusher thread: push `oid` over where the remote is, unless a newer commit
+        was queued meanwhile (its push carries this one) or an earlier push failed."""
+        if self._push_error is not None:
+            raise self._push_error
+        if oid != self._pending_oid:
+            return
+        try:
+            self._push(oid, self._remote_oid, repo)
+        except ReconcilerError as exc:
+            self._push_error = exc
+            raise
+        self._remote_oid = oid
+
     def flush(self) -> None:
-        """Wait for the status push in flight, if any; raise its error (StatusConflict,
-        RemoteUnavailable): then the commit is not on the remote, and the view falls back to
-        the remote's, so the step it recorded is redone."""
+        """Wait for the status pushes in flight, if any; raise their error (StatusConflict,
+        RemoteUnavailable): then those commits are not on the remote, and the view falls back
+        to the remote's, so the steps they recorded are redone."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
         try:
             pending.result()
+            if self._push_error is not None:
+                raise self._push_error
         finally:
             self._pending_oid = None
+            self._push_error = None
 
     def close(self) -> None:
         """Push what is in flight (errors are logged: the next reconciler redoes the step)."""
@@ -321,14 +347,16 @@ class GitStore:
         oid: pygit2.Oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
         return oid
 
-    def _push(self, oid: pygit2.Oid, parent: pygit2.Commit | None, repo: pygit2.Repository) -> None:
-        """Push the local status branch (already at `oid`) with CAS on `parent`, through `repo`
-        (the main handle, or the pusher thread's own)."""
+    def _push(self, oid: pygit2.Oid, remote: pygit2.Oid | None, repo: pygit2.Repository) -> None:
+        """Push `oid` to the status branch with CAS on `remote` (where the remote must be,
+        None: nowhere), through `repo` (the main handle, or the pusher thread's own)."""
         local = f"refs/heads/{self.status_branch}"
-        expect = {local: str(parent.id) if parent is not None else _ZERO}
+        expect = {local: str(remote) if remote is not None else _ZERO}
         callbacks = _Callbacks(expect=expect, keypair=self.keypair)
+        # Exactly `oid` (the branch may have moved on meanwhile): through a ref of its own.
+        self.set_local_ref(OUTGOING, oid, consequence="nothing was pushed", repo=repo)
         try:
-            repo.remotes["origin"].push([f"{local}:{local}"], callbacks=callbacks)
+            repo.remotes["origin"].push([f"{OUTGOING}:{local}"], callbacks=callbacks)
         except pygit2.GitError as exc:
             if (
                 callbacks.rejected
