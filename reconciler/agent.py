@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import threading
+import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler import facts, operations, readiness
 from reconciler.connect import transport_for
 from reconciler.documents import Installed, Readiness
+from reconciler.errors import FactParseError, ReconcilerError
 from reconciler.planner import Pin
 from reconciler.prefetch import Prefetch
 from reconciler.spec import Host, seconds
@@ -25,6 +28,8 @@ from reconciler.transport import Transport
 from reconciler.validate import LoadedSpec
 
 SKILLS_DIR = ".openclaw/skills"
+AHEAD_TTL_S = 120.0
+"""How long an observation made ahead may stand in for one made at its step."""
 
 
 class FleetAgent:
@@ -37,8 +42,11 @@ class FleetAgent:
         self.key_file = key_file
         self.spec_commit: str | None = None
         self._transports: dict[str, Transport] = {}
+        self._transports_lock = threading.Lock()
         self.releases = Prefetch()
         self._doctor_pool: ThreadPoolExecutor | None = None
+        self._ahead_pool: ThreadPoolExecutor | None = None
+        self._ahead: dict[str, tuple[float, Future[tuple[Readiness, float]]]] = {}
 
     @classmethod
     def for_spec(
@@ -54,14 +62,18 @@ class FleetAgent:
         return cls(spec, known_hosts=path, key_file=Path(key_file) if key_file else None)
 
     def transport(self, host: Host) -> Transport:
-        if host.name not in self._transports:
-            self._transports[host.name] = transport_for(
-                self.fleet, host, known_hosts_path=self.known_hosts, key_file=self.key_file
-            )
-        return self._transports[host.name]
+        with self._transports_lock:  # look-aheads ask from their own threads
+            if host.name not in self._transports:
+                self._transports[host.name] = transport_for(
+                    self.fleet, host, known_hosts_path=self.known_hosts, key_file=self.key_file
+                )
+            return self._transports[host.name]
 
     def close(self) -> None:
         self.releases.close()
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(wait=False, cancel_futures=True)
+            self._ahead_pool = None
         if self._doctor_pool is not None:
             self._doctor_pool.shutdown(wait=False, cancel_futures=True)
             self._doctor_pool = None
@@ -93,6 +105,25 @@ class FleetAgent:
             doctors=doctors,
         )
 
+    def look_ahead(self, host: Host, *, lb_weights: Mapping[str, int]) -> None:
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(2, thread_name_prefix="ahead")
+
+        def observed() -> tuple[Readiness, float]:
+            return self.observe(host, lb_weights=lb_weights), time.monotonic()
+
+        self._ahead[host.name] = (time.monotonic(), self._ahead_pool.submit(observed))
+
+    def ahead(self, host: Host) -> tuple[Readiness, float] | None:
+        started, future = self._ahead.pop(host.name, (0.0, None))
+        if future is None or time.monotonic() - started > AHEAD_TTL_S:
+            return None
+        try:
+            doc, finished = future.result(timeout=self._quick() * 2)
+        except (ReconcilerError, TimeoutError):  # observed again at the step, where it belongs
+            return None
+        return doc, time.monotonic() - finished
+
     def start_doctors(self, host: Host) -> readiness.Doctors:
         if self._doctor_pool is None:
             self._doctor_pool = ThreadPoolExecutor(
@@ -119,6 +150,21 @@ class FleetAgent:
             else:
                 out[profile.key()] = (got.readyz.ok, got.running_version)
         return out
+
+    def glance(self, host: Host) -> tuple[Installed, dict[str, tuple[bool, str | None]]]:
+        t = self.transport(host)
+        prefix = facts.resolve_prefix(t, host, timeout=self._quick())
+        fact = facts.glance(prefix, [p.port for p in host.profiles])
+        got = facts.gather(t, fact, timeout=self._quick())
+        if len(got.probes) != len(host.profiles):
+            raise FactParseError(
+                host.name, f"glance: {len(got.probes)} probe results for {len(host.profiles)} ports"
+            )
+        live = {
+            p.key(): (probes.readyz.ok, probes.running_version)
+            for p, probes in zip(host.profiles, got.probes, strict=True)
+        }
+        return got.tree.installed, live
 
     def node_version(self, host: Host) -> str:
         return facts.gather(self.transport(host), facts.node_version(), timeout=self._quick())
@@ -161,7 +207,7 @@ class FleetAgent:
 
     def skill_links(self, host: Host) -> dict[str, str]:
         t = self.transport(host)
-        home = facts.gather(t, facts.home_dir(), timeout=self._quick())
+        home = facts.resolve_home(t, timeout=self._quick())
         skills = posixpath.join(home, SKILLS_DIR)
         found = t.run(["find", skills, "-maxdepth", "1", "-type", "l"], timeout=self._quick())
         links = {}

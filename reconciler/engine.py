@@ -308,8 +308,19 @@ class Engine:
         ):
             t.put("freeze.json", None)
             t.subject += " (freeze of the failed commit lifted)"
+        now = self.clock()
+        if plan.steps and not leases.held_by_other(status.lease, self.instance, now):
+            duration = self._lease_for(plan)
+            lease = leases.renewed(status.lease, self.fleet_name, self.instance, now, duration)
+            t.put("lease.json", lease)  # taken with the start: not a commit of its own
+        if plan.steps and plan.steps[0].action == "bookmark":  # overlaps this commit's push
+            _read_ahead(self._executor(spec, record), status, spec, plan.steps[0].hosts)
         commit = self._write(status, t, record)
         return PassResult(record.phase, t.subject, 0.0, acted=True, commit=commit)
+
+    def _lease_for(self, plan: Plan) -> float:
+        """A lease outlives the longest step, so a holder is never mid-step when it expires."""
+        return self.lease_s + max((s.timeout_s for s in plan.steps), default=0.0)
 
     def _fleet_at(self, commit: str) -> Fleet | None:
         spec, _ = self._load(commit)
@@ -341,7 +352,7 @@ class Engine:
                 f"plan of {record.spec_commit} changed under the rollout "
                 f"({plan.sha256[:12]} != {record.plan_sha256})"
             )
-        self._lease_s = self.lease_s + max((s.timeout_s for s in plan.steps), default=0.0)
+        self._lease_s = self._lease_for(plan)
         if leases.needs_renewal(status.lease, self.instance, now, self._lease_s):
             return self._renew_lease(status, record)
         self._holding = status.lease
@@ -409,11 +420,11 @@ class Engine:
         self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
     ) -> PassResult:
         ex = self._executor(spec, record)
-        if step.action == "restart":  # the next host's registry reads overlap this host's
-            _prefetch(ex, status, spec, _next_hosts(record, plan, step))  # wait for readiness
+        if step.action == "verify":  # while this host becomes ready
+            _read_ahead(ex, status, spec, _next_hosts(record, plan, step))
         if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
-            _prefetch(ex, status, spec, step.hosts)  # if not started during the last install
-            ex.observed = ex.observe(step.hosts)  # the bookmark step reuses this observation
+            _prefetch(ex, status, spec, step.hosts)  # if not started during the last verify
+            ex.observed = ex.observe_ahead(step.hosts)  # the bookmark step reuses this
             skipped = self._skip_if_converged(status, spec, record, plan, step, ex)
             if skipped is not None:
                 return skipped
@@ -912,6 +923,14 @@ def _memo(cache: dict[str, V], key: str, make: Callable[[], V]) -> V:
             cache.pop(next(iter(cache)))
         cache[key] = make()
     return cache[key]
+
+
+def _read_ahead(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:
+    """Start, in the background, what the bookmark and the install of `hosts` will read: the
+    hosts' readiness (a glance confirms it then) and their registry facts. Only reads."""
+    if hosts and spec.lock is not None:
+        ex.look_ahead(hosts)
+        _prefetch(ex, status, spec, hosts)
 
 
 def _prefetch(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:

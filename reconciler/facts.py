@@ -25,7 +25,7 @@ import json
 import posixpath
 import re
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -67,10 +67,11 @@ _SEVERITIES: dict[str, Severity] = {
     "error": "error",
 }
 
-# `get(path)`: GET 127.0.0.1:<port><path> -> {path, status, body} or {path, status: null, error}.
+# `get(port, path)`: GET 127.0.0.1:<port><path> -> {path, status, body} or {path, status: null,
+# error}; `all(port)`: every path of `paths`; `print(x)`: one line of JSON.
 _PROBE_GET = (
     "const http=require('http');const max=" + str(PROBE_BODY_CHARS) + ";"
-    "const get=(p)=>new Promise((done)=>{"
+    "const get=(port,p)=>new Promise((done)=>{"
     "const req=http.get({host:'127.0.0.1',port:Number(port),path:p,timeout:Number(ms)},(res)=>{"
     "let body='';res.setEncoding('utf8');"
     "res.on('data',(c)=>{if(body.length<max)body+=c;});"
@@ -78,20 +79,32 @@ _PROBE_GET = (
     "res.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
     "req.on('timeout',()=>req.destroy(new Error('timeout after '+ms+' ms')));"
     "req.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
-    "const all=()=>Promise.all(paths.map(get))"
-    ".then((r)=>process.stdout.write(JSON.stringify(r)+'\\n'));"
+    "const all=(port)=>Promise.all(paths.map((p)=>get(port,p)));"
+    "const print=(x)=>process.stdout.write(JSON.stringify(x)+'\\n');"
 )
 # Fetches the paths once and prints one JSON array of their results. argv: port, timeout ms,
 # paths...
-PROBE_SCRIPT = "const [port,ms,...paths]=process.argv.slice(1);" + _PROBE_GET + "all();"
+PROBE_SCRIPT = (
+    "const [port,ms,...paths]=process.argv.slice(1);" + _PROBE_GET + "all(port).then(print);"
+)
 # The same, once /readyz answers 200 or `wait` ms have passed, asking every `every` ms from the
 # host itself (one process instead of one per poll). argv: port, timeout ms, wait ms, every ms,
 # paths...
 READY_WAIT_SCRIPT = (
     "const [port,ms,wait,every,...paths]=process.argv.slice(1);const until=Date.now()+Number(wait);"
     + _PROBE_GET
-    + "const loop=()=>get('/readyz').then((r)=>(r.status===200||Date.now()>=until)?all():"
-    "setTimeout(loop,Number(every)));loop();"
+    + "const loop=()=>get(port,'/readyz').then((r)=>(r.status===200||Date.now()>=until)?"
+    "all(port).then(print):setTimeout(loop,Number(every)));loop();"
+)
+# A glance: the tree (tree.TREE_FUNCTION) and the probes of every port, in one process.
+# argv: mods, prefix, maxDirs, timeout ms, ports (comma-separated), paths... Prints
+# {tree: {...}, probes: [[...] per port]}.
+GLANCE_SCRIPT = (
+    tree.TREE_FUNCTION
+    + "const [mods,prefix,maxDirs,ms,ports,...paths]=process.argv.slice(1);"
+    + _PROBE_GET
+    + "const t=readTree(mods,prefix,maxDirs);"
+    "Promise.all(ports.split(',').map((p)=>all(p))).then((r)=>print({tree:t,probes:r}));"
 )
 
 # df on the nearest existing ancestor of $1 (a prefix may not exist before the first install).
@@ -327,6 +340,7 @@ def home_dir() -> Fact[str]:
 _PREFIXES: weakref.WeakKeyDictionary[Transport, dict[str | None, str]] = weakref.WeakKeyDictionary()
 """Resolved prefixes per transport (one host's connection): HOME and npm's global prefix do not
 change under a running reconciler, and asking costs a command (`npm prefix -g`: ~0.3 s)."""
+_HOME = "\0home"  # HOME's key among them (no prefix is spelled so)
 
 
 def resolve_prefix(transport: Transport, host: Host, *, timeout: float) -> str:
@@ -337,11 +351,19 @@ def resolve_prefix(transport: Transport, host: Host, *, timeout: float) -> str:
     return known[host.npm_prefix]
 
 
+def resolve_home(transport: Transport, *, timeout: float) -> str:
+    """The host's HOME (asked once per connection, like the prefix)."""
+    known = _PREFIXES.setdefault(transport, {})
+    if _HOME not in known:
+        known[_HOME] = gather(transport, home_dir(), timeout=timeout)
+    return known[_HOME]
+
+
 def _ask_prefix(transport: Transport, host: Host, *, timeout: float) -> str:
     if host.npm_prefix is None:
         return gather(transport, npm_global_prefix(), timeout=timeout)
     if host.npm_prefix == "~" or host.npm_prefix.startswith("~/"):
-        home = gather(transport, home_dir(), timeout=timeout)
+        home = resolve_home(transport, timeout=timeout)
         return posixpath.normpath(posixpath.join(home, host.npm_prefix[2:]))
     return posixpath.normpath(host.npm_prefix)
 
@@ -681,7 +703,10 @@ def _ms(seconds_: float) -> str:
 
 def parse_probes(host: str, result: CommandResult) -> Probes:
     text = output_text(host, result, max_bytes=PROBE_OUTPUT)
-    items = _decode_json(text) if result.ok else None
+    return _probes_of(host, result, _decode_json(text) if result.ok else None, text)
+
+
+def _probes_of(host: str, result: CommandResult, items: object, text: str) -> Probes:
     if not isinstance(items, list) or len(items) != len(PROBE_PATHS):
         raise _fail(
             host, result, f"no probe results (exit {result.exit_code})", text or result.stderr
@@ -706,6 +731,47 @@ def _probe(host: str, result: CommandResult, item: object) -> Probe:
         body=body if isinstance(body, dict) else None,
         error=str(error) if error is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class Glance:
+    """The installed tree and the probes of every profile, from one process (`glance`)."""
+
+    tree: tree.HostTree
+    probes: tuple[Probes, ...]
+    """One per port asked, in that order."""
+
+
+def glance(prefix: str, ports: Sequence[int], *, request_timeout_s: float = 5.0) -> Fact[Glance]:
+    """`host_tree(prefix)` and `probes(port)` for each port, in ONE `node -e`: what a check
+    that a recorded readiness still holds needs, for the price of one process."""
+    argv = (
+        "node",
+        "-e",
+        GLANCE_SCRIPT,
+        "--",
+        *tree.arguments(prefix),
+        _ms(request_timeout_s),
+        ",".join(str(p) for p in ports),
+        *PROBE_PATHS,
+    )
+    cap = max(NPM_LS_S, PROBE_S)
+    return Fact("glance", argv, parse_glance, cap, TREE_OUTPUT + PROBE_OUTPUT * len(ports))
+
+
+def parse_glance(host: str, result: CommandResult) -> Glance:
+    text = output_text(host, result, max_bytes=TREE_OUTPUT + PROBE_OUTPUT * 16)
+    doc = _decode_json(text) if result.ok else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tree"), dict):
+        raise _fail(host, result, f"no glance (exit {result.exit_code})", text or result.stderr)
+    try:
+        host_tree_ = tree.parse(doc["tree"])
+    except tree.TreeError as exc:
+        raise _fail(host, result, str(exc), text) from None
+    per_port = doc.get("probes")
+    if not isinstance(per_port, list):
+        raise _fail(host, result, "no probe results in the glance", text)
+    return Glance(host_tree_, tuple(_probes_of(host, result, items, text) for items in per_port))
 
 
 # --- disk ---------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from reconciler.lock import Lock
 from reconciler.planner import Pin
 from reconciler.spec import NPM_NAME, Fleet, Host, Profile, seconds
 from reconciler.transport import CommandResult, Transport, describe
+from reconciler.tree import HostTree
 from reconciler.versions import EXACT_SEMVER, satisfies
 
 CORE = facts.CORE
@@ -137,7 +138,8 @@ def install(
     wanted = wanted_versions(pins)
     quick = seconds(fleet.ssh.command_timeout)
     prefix = facts.resolve_prefix(transport, host, timeout=quick)
-    before = facts.installed(transport, prefix, timeout=quick)
+    seen = facts.gather(transport, facts.host_tree(prefix), timeout=quick)
+    before = seen.installed
     have = {CORE: before.core, **before.plugins}
     todo = {name: v for name, v in wanted.items() if have.get(name) != v}
     extras = _unpinned(before, wanted) if prune else []
@@ -156,6 +158,7 @@ def install(
             lock=lock,
             prefer_offline=prefer_offline,
             releases=releases,
+            seen=seen,
         )
         if CORE in todo:
             _install_core(fleet, transport, npm, todo[CORE], fresh=before.core is None)
@@ -194,23 +197,35 @@ def preflight(
     lock: Lock | None = None,
     prefer_offline: bool = False,
     releases: ReleaseFacts | None = None,
+    seen: HostTree | None = None,
 ) -> None:
     """Refuse before touching anything: a release whose engines.node excludes this host's
     Node, a plugin whose peer range or minHostVersion excludes `core` (npm would silently nest
     a second openclaw, or leave an invalid peer), a locked release the registry serves with
     another integrity than the lock's, too little free disk. The facts are read concurrently
-    (one `npm view` per release, none for a rollback from the cache of a locked release)."""
+    (one `npm view` per release, none for a rollback from the cache of a locked release);
+    Node's version and the free space come from `seen` (a read of the tree just made) when it
+    has them."""
     quick = seconds(fleet.ssh.command_timeout)
+    known_node = seen.node_version if seen else None
+    known_disk = None
+    if seen is not None and seen.available_kb is not None:
+        known_disk = facts.DiskFree(path=seen.disk_path or prefix, available_kb=seen.available_kb)
     with ThreadPoolExecutor(len(todo) + 2, thread_name_prefix=f"preflight-{host.name}") as pool:
-        node_f = pool.submit(facts.gather, transport, facts.node_version(), timeout=quick)
-        disk_f = pool.submit(facts.gather, transport, facts.disk_free(prefix), timeout=quick)
+        node_f = known_node or pool.submit(
+            facts.gather, transport, facts.node_version(), timeout=quick
+        )
+        disk_f = known_disk or pool.submit(
+            facts.gather, transport, facts.disk_free(prefix), timeout=quick
+        )
         range_fs = {
             name: pool.submit(
                 _ranges, fleet, transport, name, v, lock, prefer_offline, quick, releases
             )
             for name, v in todo.items()
         }
-        node, disk = node_f.result(), disk_f.result()
+        node = node_f if isinstance(node_f, str) else node_f.result()
+        disk = disk_f if isinstance(disk_f, facts.DiskFree) else disk_f.result()
         ranges = {name: future.result() for name, future in range_fs.items()}
     for name, r in ranges.items():
         if r.engines_node and not satisfies(node, r.engines_node):

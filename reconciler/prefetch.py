@@ -21,7 +21,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.transport import Transport
 
 TTL_S = 120.0
-WORKERS = 2
+WORKERS = 3
 
 _Key = tuple[str, tuple[str, ...]]
 

@@ -32,6 +32,8 @@ READY_POLL_S = 0.2
 REGISTRY_GRACE_S = 30.0
 """How long a preflight waits for a registry that does not answer before the host is red."""
 REGISTRY_RETRY_S = 2.0
+FRESH_S = 1.0
+"""An observation that finished this recently is as current as one made now."""
 READY_WAIT_S = 10.0
 """Longest single wait for readiness on the host, so the deadline is checked in between."""
 
@@ -54,6 +56,15 @@ class HostAgent(Protocol):
 
     def start_doctors(self, host: Host) -> Doctors:
         """Start both doctors of every profile in the background."""
+        ...
+
+    def look_ahead(self, host: Host, *, lb_weights: Mapping[str, int]) -> None:
+        """Start observing `host` in the background, for a step to come (a hint)."""
+        ...
+
+    def ahead(self, host: Host) -> tuple[Readiness, float] | None:
+        """The observation `look_ahead` started (waiting for it if in flight) and its age in
+        seconds, once, while it is young; None when there is none or it failed."""
         ...
 
     def node_version(self, host: Host) -> str: ...
@@ -79,6 +90,10 @@ class HostAgent(Protocol):
         """Per profile: does /readyz answer 200, and which version runs (cheap: probes only);
         with `wait_s`, each profile is first given up to that long to become ready (polled on
         the host itself)."""
+        ...
+
+    def glance(self, host: Host) -> tuple[Installed, dict[str, tuple[bool, str | None]]]:
+        """`installed` and `live` (no wait) together, from one command."""
         ...
 
     def skill_links(self, host: Host) -> dict[str, str]: ...
@@ -131,6 +146,24 @@ class Executor:
         weights = self.lb.weights()
         return _each(names, lambda n: self.agent.observe(self.fleet.host(n), lb_weights=weights))
 
+    def observe_ahead(self, names: list[str]) -> dict[str, Readiness]:
+        """Fresh readiness of several hosts: an observation made ahead (`look_ahead`) that
+        just finished, or that a glance finds still true, else one made now."""
+        ahead = {n: got for n in names if (got := self.agent.ahead(self.fleet.host(n)))}
+        young = {n: doc for n, (doc, age) in ahead.items() if age <= FRESH_S}
+        older = {n: doc for n, (doc, age) in ahead.items() if age > FRESH_S}
+        rest = [n for n in names if n not in ahead]
+        docs = {**young, **self.recheck(older), **(self.observe(rest) if rest else {})}
+        return {n: docs[n] for n in names}
+
+    def look_ahead(self, names: list[str]) -> None:
+        try:
+            weights = self.lb.weights()
+        except lbmod.LBError:  # a hint: the step itself reads the LB and says what is wrong
+            return
+        for name in names:
+            self.agent.look_ahead(self.fleet.host(name), lb_weights=weights)
+
     def trees(self, names: list[str]) -> dict[str, Installed | str]:
         """The installed tree of several hosts (one read each, in parallel), or why it could
         not be read for a reason about the product (a host that cannot be reached raises)."""
@@ -151,12 +184,10 @@ class Executor:
             host, doc = self.fleet.host(name), recorded[name]
             running = {p.profile: (p.readyz, p.running_version) for p in doc.profiles}
             try:
-                same = self.agent.installed(host) == doc.installed
+                same = self.agent.glance(host) == (doc.installed, running)
             except PRODUCT_ERRORS:  # the tree cannot be read: the full observation says why
                 same = False
-            if same and self.agent.live(host) == running:
-                return doc
-            return self.agent.observe(host, lb_weights=self.lb.weights())
+            return doc if same else self.agent.observe(host, lb_weights=self.lb.weights())
 
         return _each(list(recorded), check)
 

@@ -35,11 +35,11 @@ NAME = re.compile(r"(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*"
 MAX_DIRS = 50_000
 """Directories the copy search visits at most (a real openclaw install has ~1,000)."""
 
-# argv[1]: <prefix>/lib/node_modules, argv[2]: the prefix (for free space), argv[3]: MAX_DIRS.
-# Prints one JSON object: {node, packages: [...], copies: [...], disk, truncated}.
-TREE_SCRIPT = (
+# `readTree(mods, prefix, maxDirs)`: mods = <prefix>/lib/node_modules, prefix (for the free
+# space), maxDirs = MAX_DIRS -> {node, packages: [...], copies: [...], disk, truncated}.
+TREE_FUNCTION = (
     "const fs=require('fs'),path=require('path');"
-    "const [mods,prefix,maxDirs]=process.argv.slice(1);let dirs=0,truncated=false;"
+    "const readTree=(mods,prefix,maxDirs)=>{let dirs=0,truncated=false;"
     "const read=(d)=>{try{return JSON.parse(fs.readFileSync(path.join(d,'package.json'),'utf8'))}"
     "catch(e){return(e.code==='ENOENT'||e.code==='ENOTDIR')?null:{__error:String(e.message)"
     ".slice(0,200)}}};"
@@ -66,8 +66,12 @@ TREE_SCRIPT = (
     "queue.push(path.join(d,'node_modules'))}}}"
     "let disk=null;if(fs.statfsSync){let p=prefix;while(!fs.existsSync(p))p=path.dirname(p);"
     "const s=fs.statfsSync(p);disk={path:p,availableKb:Math.floor(s.bavail*s.bsize/1024)}}"
-    "process.stdout.write(JSON.stringify({node:process.version,packages,copies,disk,truncated})"
-    "+'\\n');"
+    "return{node:process.version,packages,copies,disk,truncated}};"
+)
+# argv: mods, prefix, maxDirs. Prints readTree's object as one line of JSON.
+TREE_SCRIPT = (
+    TREE_FUNCTION
+    + "process.stdout.write(JSON.stringify(readTree(...process.argv.slice(1)))+'\\n');"
 )
 
 
@@ -86,8 +90,12 @@ class HostTree:
 
 
 def argv(prefix: str, max_dirs: int = MAX_DIRS) -> tuple[str, ...]:
-    modules = posixpath.join(prefix, "lib", "node_modules")
-    return ("node", "-e", TREE_SCRIPT, "--", modules, prefix, str(max_dirs))
+    return ("node", "-e", TREE_SCRIPT, "--", *arguments(prefix, max_dirs))
+
+
+def arguments(prefix: str, max_dirs: int = MAX_DIRS) -> tuple[str, str, str]:
+    """readTree's arguments for the npm prefix `prefix`."""
+    return (posixpath.join(prefix, "lib", "node_modules"), prefix, str(max_dirs))
 
 
 def parse(doc: Mapping[str, Any]) -> HostTree:

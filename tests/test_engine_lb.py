@@ -356,7 +356,7 @@ def test_unreachable_haproxy_socket_stops_the_rollout_before_any_drain(
     socket_path = str(world.haproxy.socket_path)
     world.haproxy.stop()
     bump = world.bump(NEW)
-    # Pass 1 starts the rollout, pass 2 takes the lease, pass 3 fails on the socket (an
+    # Pass 1 starts the rollout and takes the lease, pass 2 fails on the socket (an
     # LBError is temporary: retried with backoff, and --once gives up only after ~5 minutes,
     # so --max-passes bounds the run).
     done = reconcile(world, "--max-passes", "3")

@@ -189,6 +189,15 @@ def test_live_doctor_health_and_probes(make_node: MakeNode, recorder: Recorder) 
     recorder.run("probes-ready", transport, facts.probes(node.port))
     recorder.run("health-ok", transport, facts.health(env))
 
+    # A glance (one process) reads what the tree reader and the probes read, port by port.
+    dead = free_port()
+    glance = facts.gather(transport, facts.glance(str(node.prefix), [node.port, dead]), timeout=30)
+    assert glance.tree == facts.gather(transport, facts.host_tree(str(node.prefix)), timeout=30)
+    assert [summarize("probes", p) for p in glance.probes] == [
+        EXPECTED["probes-ready"],
+        EXPECTED["probes-down"],
+    ]
+
     node.set_faults(doctor_red=True)
     recorder.run("doctor-red", transport, facts.doctor(env))
     recorder.run("post-upgrade-red", transport, facts.post_upgrade(env))  # exits 1: still read
@@ -258,6 +267,28 @@ def test_bad_output_is_a_fact_parse_error(name: str, bad: str) -> None:
     message = str(caught.value)
     assert message.startswith("mac-1: `") and good.argv[0] in message
     assert len(message) < 600
+
+
+GLANCE_ARGV = facts.glance("/p", [18789]).argv
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        b"",
+        b"[]",
+        b'{"probes": [[]]}',
+        b'{"tree": [], "probes": []}',
+        b'{"tree": {"packages": []}, "probes": []}',  # no copies list: not the reader's output
+        b'{"tree": {"packages": [], "copies": []}, "probes": {}}',
+        b'{"tree": {"packages": [], "copies": []}, "probes": [[{"path": "/readyz"}]]}',
+        bytes(range(256)),
+    ],
+)
+def test_a_glance_that_is_not_one_is_a_fact_parse_error(stdout: bytes) -> None:
+    result = CommandResult(GLANCE_ARGV, 0, stdout, b"", 0.1, False)
+    with pytest.raises(FactParseError, match=r"^mac-1: `node"):
+        facts.parse_glance("mac-1", result)
 
 
 def test_a_doctor_finding_without_a_known_severity_is_refused() -> None:

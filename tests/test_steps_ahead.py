@@ -1,0 +1,133 @@
+"""Which observation a bookmark takes: the one made ahead, or one made now.
+
+`Executor.observe_ahead` decides from the look-ahead's age and a glance; every rollout in
+tests/test_engine.py runs it against real hosts (the bookmark step always goes through it). Here
+an agent that counts its calls pins the decision itself: a look-ahead that just finished is
+taken as is; an older one is taken only while a glance (tree, readiness, running version) still
+matches it; a changed host, a glance that fails, or no look-ahead at all means observing now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.canonical import sha256_of
+from reconciler.documents import (
+    Installed,
+    ProfileReadiness,
+    Readiness,
+    fingerprint_basis,
+    seal_readiness,
+)
+from reconciler.errors import FactParseError
+from reconciler.lb.file import WeightsFile
+from reconciler.spec import Host
+from reconciler.steps import FRESH_S, Executor
+from tests.nodes import fleet_spec
+
+OLD, NEW = "2026.4.2", "2026.4.3"
+Live = dict[str, tuple[bool, str | None]]
+
+
+def readiness(host: str, core: str) -> Readiness:
+    installed = Installed(core=core, plugins={"@openclaw/discord": core})
+    profiles = [
+        ProfileReadiness(
+            profile="default", port=18789, healthz=True, readyz=True, health_ok=True,
+            running_version=core, lb_weight=100,
+        )
+    ]  # fmt: skip
+    basis = fingerprint_basis(None, installed, profiles)
+    return seal_readiness(
+        {
+            "schemaVersion": 1,
+            "fleet": "testfleet",
+            "host": host,
+            "observedAt": "2026-11-24T09:00:00Z",
+            "specCommit": "0" * 40,
+            "lockSha256": None,
+            "nodeVersion": "20.20.2",
+            "installed": installed.dump(),
+            "profiles": [p.dump() for p in profiles],
+            "green": True,
+            "reasons": [],
+            "basis": basis,
+            "fingerprint": sha256_of(basis),
+        }
+    )
+
+
+@dataclass
+class CountingAgent:
+    """Answers from fixed values and counts what it was asked."""
+
+    ahead_of: dict[str, tuple[Readiness, float]] = field(default_factory=dict)
+    core_now: dict[str, str] = field(default_factory=dict)
+    glance_fails: bool = False
+    glanced: list[str] = field(default_factory=list)
+    observed: list[str] = field(default_factory=list)
+
+    def ahead(self, host: Host) -> tuple[Readiness, float] | None:
+        return self.ahead_of.pop(host.name, None)
+
+    def glance(self, host: Host) -> tuple[Installed, Live]:
+        self.glanced.append(host.name)
+        if self.glance_fails:
+            raise FactParseError(host.name, "glance: not JSON")
+        doc = readiness(host.name, self.core_now[host.name])
+        return doc.installed, {"default": (True, self.core_now[host.name])}
+
+    def observe(self, host: Host, *, lb_weights: Mapping[str, int], **_: object) -> Readiness:
+        self.observed.append(host.name)
+        return readiness(host.name, self.core_now[host.name])
+
+
+def executor(agent: CountingAgent, tmp_path: Path) -> Executor:
+    weights = tmp_path / "weights.json"
+    weights.write_text('{"servers": {"mac-1": 100, "mac-2": 100}}')
+    hosts = [Host.model_validate({"name": n, "address": "127.0.0.1", "user": "op"}) for n in
+             ("mac-1", "mac-2")]  # fmt: skip
+    return Executor(
+        fleet=fleet_spec("http://127.0.0.1:4873/", hosts),
+        lock=None,
+        spec_commit="0" * 40,
+        agent=agent,  # type: ignore[arg-type]  # only what observe_ahead calls
+        lb=WeightsFile(weights),
+        now=lambda: "2026-11-24T09:00:00Z",
+    )
+
+
+def test_a_look_ahead_that_just_finished_is_taken_as_is(tmp_path: Path) -> None:
+    doc = readiness("mac-1", OLD)
+    agent = CountingAgent(ahead_of={"mac-1": (doc, FRESH_S / 2)}, core_now={"mac-1": OLD})
+    assert executor(agent, tmp_path).observe_ahead(["mac-1"]) == {"mac-1": doc}
+    assert agent.glanced == [] and agent.observed == []
+
+
+def test_an_older_look_ahead_is_taken_while_a_glance_confirms_it(tmp_path: Path) -> None:
+    doc = readiness("mac-1", OLD)
+    agent = CountingAgent(ahead_of={"mac-1": (doc, FRESH_S * 5)}, core_now={"mac-1": OLD})
+    assert executor(agent, tmp_path).observe_ahead(["mac-1"]) == {"mac-1": doc}
+    assert agent.glanced == ["mac-1"] and agent.observed == []
+
+
+def test_a_host_that_changed_since_its_look_ahead_is_observed_now(tmp_path: Path) -> None:
+    agent = CountingAgent(
+        ahead_of={"mac-1": (readiness("mac-1", OLD), FRESH_S * 5)}, core_now={"mac-1": NEW}
+    )
+    got = executor(agent, tmp_path).observe_ahead(["mac-1"])
+    assert got["mac-1"].installed.core == NEW
+    assert agent.glanced == ["mac-1"] and agent.observed == ["mac-1"]
+
+
+def test_a_glance_that_fails_or_no_look_ahead_means_observing_now(tmp_path: Path) -> None:
+    agent = CountingAgent(
+        ahead_of={"mac-1": (readiness("mac-1", OLD), FRESH_S * 5)},
+        core_now={"mac-1": OLD, "mac-2": OLD},
+        glance_fails=True,
+    )
+    got = executor(agent, tmp_path).observe_ahead(["mac-1", "mac-2"])
+    assert list(got) == ["mac-1", "mac-2"]  # in the order asked
+    assert sorted(agent.observed) == ["mac-1", "mac-2"]
