@@ -28,6 +28,8 @@ from reconciler.transport import Transport
 from reconciler.validate import LoadedSpec
 
 SKILLS_DIR = ".openclaw/skills"
+Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
+"""What a glance tells: the installed tree, and per profile (ready?, running version)."""
 AHEAD_TTL_S = 120.0
 """How long an observation made ahead may stand in for one made at its step."""
 
@@ -47,6 +49,8 @@ class FleetAgent:
         self._doctor_pool: ThreadPoolExecutor | None = None
         self._ahead_pool: ThreadPoolExecutor | None = None
         self._ahead: dict[str, tuple[float, Future[tuple[Readiness, float]]]] = {}
+        self._glances: dict[str, Future[tuple[Glimpse, float]]] = {}
+        self._seen: dict[str, tuple[str, float]] = {}  # host -> (readiness_sha256, finished)
 
     @classmethod
     def for_spec(
@@ -94,7 +98,7 @@ class FleetAgent:
         use_lock: bool = True,
         doctors: readiness.Doctors | None = None,
     ) -> Readiness:
-        return readiness.observe(
+        doc = readiness.observe(
             self.fleet,
             host,
             self.transport(host),
@@ -104,15 +108,23 @@ class FleetAgent:
             now=datetime.now(UTC),
             doctors=doctors,
         )
+        self._seen[host.name] = (doc.readiness_sha256, time.monotonic())
+        return doc
+
+    def observed_within(self, host: Host, doc: Readiness, seconds_: float) -> bool:
+        sha, finished = self._seen.get(host.name, ("", float("-inf")))
+        return sha == doc.readiness_sha256 and time.monotonic() - finished <= seconds_
+
+    def _pool_ahead(self) -> ThreadPoolExecutor:
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(4, thread_name_prefix="ahead")
+        return self._ahead_pool
 
     def look_ahead(self, host: Host, *, lb_weights: Mapping[str, int]) -> None:
-        if self._ahead_pool is None:
-            self._ahead_pool = ThreadPoolExecutor(2, thread_name_prefix="ahead")
-
         def observed() -> tuple[Readiness, float]:
             return self.observe(host, lb_weights=lb_weights), time.monotonic()
 
-        self._ahead[host.name] = (time.monotonic(), self._ahead_pool.submit(observed))
+        self._ahead[host.name] = (time.monotonic(), self._pool_ahead().submit(observed))
 
     def ahead(self, host: Host) -> tuple[Readiness, float] | None:
         started, future = self._ahead.pop(host.name, (0.0, None))
@@ -151,7 +163,25 @@ class FleetAgent:
                 out[profile.key()] = (got.readyz.ok, got.running_version)
         return out
 
-    def glance(self, host: Host) -> tuple[Installed, dict[str, tuple[bool, str | None]]]:
+    def glance_ahead(self, host: Host) -> None:
+        def glanced() -> tuple[Glimpse, float]:
+            return self._glance(host), time.monotonic()
+
+        self._glances[host.name] = self._pool_ahead().submit(glanced)
+
+    def glance(self, host: Host, *, reuse_s: float = 0.0) -> Glimpse:
+        future = self._glances.pop(host.name, None)
+        if future is not None:
+            try:
+                got, finished = future.result(timeout=self._quick() * 2)
+            except (ReconcilerError, TimeoutError):
+                pass  # asked again now, where its error belongs
+            else:
+                if time.monotonic() - finished <= reuse_s:
+                    return got
+        return self._glance(host)
+
+    def _glance(self, host: Host) -> Glimpse:
         t = self.transport(host)
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         fact = facts.glance(prefix, [p.port for p in host.profiles])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -422,6 +422,7 @@ class Engine:
         ex = self._executor(spec, record)
         if step.action == "verify":  # while this host becomes ready
             _read_ahead(ex, status, spec, _next_hosts(record, plan, step))
+            ex.peers = [h for h in _verified(status, record, plan) if h not in step.hosts]
         if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
             _prefetch(ex, status, spec, step.hosts)  # if not started during the last verify
             ex.observed = ex.observe_ahead(step.hosts)  # the bookmark step reuses this
@@ -616,11 +617,7 @@ class Engine:
         # versions) finds it stale; then they are observed in full. So a ramp costs about the
         # same at the tenth host as at the first.
         upgraded = _upgraded(record, plan)
-        verified = {
-            h: status.nodes[h]
-            for h in {*upgraded, *step.hosts}
-            if h in status.nodes and status.nodes[h].spec_commit == record.spec_commit
-        }
+        verified = {h: status.nodes[h] for h in _verified(status, record, plan, step.hosts)}
         fresh = ex.observe([h for h in [*step.hosts, *upgraded] if h not in verified])
         nodes = {**status.nodes, **ex.recheck(verified), **fresh}
         golden = _golden(record, plan, nodes, status.nodes)
@@ -949,6 +946,17 @@ def _next_hosts(record: RolloutRecord, plan: Plan, step: Step) -> list[str]:
 
 def _untouched(record: RolloutRecord, plan: Plan, step: Step) -> bool:
     return not any(s.id in record.done_steps for s in plan.steps if s.hosts == step.hosts)
+
+
+def _verified(
+    status: FleetStatus, record: RolloutRecord, plan: Plan, also: Sequence[str] = ()
+) -> list[str]:
+    """Upgraded hosts (and `also`) whose recorded readiness is of this rollout's commit."""
+    return [
+        h
+        for h in dict.fromkeys([*_upgraded(record, plan), *also])
+        if h in status.nodes and status.nodes[h].spec_commit == record.spec_commit
+    ]
 
 
 def _upgraded(record: RolloutRecord, plan: Plan) -> list[str]:

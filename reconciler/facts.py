@@ -690,9 +690,9 @@ def probes(port: int, *, request_timeout_s: float = 5.0) -> Fact[Probes]:
     return Fact("probes", argv, parse_probes, PROBE_S, PROBE_OUTPUT)
 
 
-def probes_when_ready(port: int, wait_s: float, *, every_s: float = 0.05) -> Fact[Probes]:
+def probes_when_ready(port: int, wait_s: float, *, every_s: float = 0.02) -> Fact[Probes]:
     """`probes`, taken once /readyz answers 200 or after `wait_s` (whichever comes first),
-    polling from the host every `every_s`: readiness is seen within ~50 ms of happening."""
+    polling from the host every `every_s`: readiness is seen within ~20 ms of happening."""
     argv = ("node", "-e", READY_WAIT_SCRIPT, "--", str(port), _ms(5.0), _ms(wait_s), _ms(every_s))
     return Fact("probes", (*argv, *PROBE_PATHS), parse_probes, PROBE_S + wait_s, PROBE_OUTPUT)
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 STATUS_BRANCH = "reconciler/status"
 _ZERO = "0" * 40
 OUTGOING = "refs/reconciler/outgoing"  # what a push sends
+LINGER_S = 0.05
+"""A deferred push waits this long for a newer commit, so one push carries both (steps of a
+rollout often record a few in a row; the bookmark's write or a flush ends the wait at once)."""
 
 
 class StatusConflict(TemporaryError):
@@ -141,6 +144,7 @@ class GitStore:
         self._pending_oid: pygit2.Oid | None = None  # the newest commit not yet on the remote
         self._remote_oid: pygit2.Oid | None = None  # where the remote is, as the pusher knows it
         self._push_error: ReconcilerError | None = None
+        self._hurry = threading.Event()  # set: a write or a flush waits, stop lingering
 
     def _open(self, cache_dir: Path) -> pygit2.Repository:
         with _cache_write(
@@ -251,13 +255,14 @@ class GitStore:
         so the push overlaps the next steps' work instead of adding to it (a push costs from
         ~50 ms to a git daemon to a second to a hosted forge). Pushes go one at a time, in
         order; a commit made while one is in flight is pushed after it, together with any
-        commit it supersedes (its ancestors), so a write never waits for the network. A failed
+        commit it supersedes (its ancestors), so a write never waits for the network, and a
+        deferred push lingers LINGER_S for a newer commit to carry it. A failed
         push fails every commit queued after it; the next write, `fetch` or `flush` raises
         that error. Only for records whose loss is harmless: a step that is idempotent and
         re-observed, so a reconciler that dies with the push in flight redoes it. Without
-        `defer`, every push in flight is waited for first, then this one.
+        `defer`, the commit is queued the same way and waited for (with every push before it).
         """
-        if not defer or self._push_error is not None:
+        if self._push_error is not None:
             self.flush()
         with _cache_write(
             lambda why: (
@@ -271,10 +276,6 @@ class GitStore:
             return None
         local = f"refs/heads/{self.status_branch}"
         self.set_local_ref(local, oid, consequence="nothing was recorded (the step is redone)")
-        if not defer:
-            with self._lock:
-                self._push(oid, parent.id if parent is not None else None, self.repo)
-            return str(oid)
         if self._pusher is None:  # one thread, with a repository handle of its own
             self._pusher = (
                 ThreadPoolExecutor(1, thread_name_prefix="status-push"),
@@ -285,6 +286,8 @@ class GitStore:
             self._remote_oid = parent.id if parent is not None else None
         self._pending_oid = oid
         self._pending = pool.submit(self._push_queued, oid, repo)
+        if not defer:
+            self.flush()
         return str(oid)
 
     def _push_queued(self, oid: pygit2.Oid, repo: pygit2.Repository) -> None:
@@ -292,6 +295,7 @@ class GitStore:
         was queued meanwhile (its push carries this one) or an earlier push failed."""
         if self._push_error is not None:
             raise self._push_error
+        self._hurry.wait(LINGER_S)
         if oid != self._pending_oid:
             return
         try:
@@ -308,6 +312,7 @@ class GitStore:
         pending, self._pending = self._pending, None
         if pending is None:
             return
+        self._hurry.set()
         try:
             pending.result()
             if self._push_error is not None:
@@ -315,6 +320,7 @@ class GitStore:
         finally:
             self._pending_oid = None
             self._push_error = None
+            self._hurry.clear()
 
     def close(self) -> None:
         """Push what is in flight (errors are logged: the next reconciler redoes the step)."""
@@ -349,7 +355,7 @@ class GitStore:
 
     def _push(self, oid: pygit2.Oid, remote: pygit2.Oid | None, repo: pygit2.Repository) -> None:
         """Push `oid` to the status branch with CAS on `remote` (where the remote must be,
-        None: nowhere), through `repo` (the main handle, or the pusher thread's own)."""
+        None: nowhere), through `repo` (the pusher thread's own handle)."""
         local = f"refs/heads/{self.status_branch}"
         expect = {local: str(remote) if remote is not None else _ZERO}
         callbacks = _Callbacks(expect=expect, keypair=self.keypair)

@@ -28,7 +28,7 @@ from reconciler.spec import Fleet, Host, seconds
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 READY_POLL_S = 0.2
-"""Pause between two waits for readiness (each wait polls on the host itself every 50 ms)."""
+"""Pause between two waits for readiness (each wait polls on the host itself every 20 ms)."""
 REGISTRY_GRACE_S = 30.0
 """How long a preflight waits for a registry that does not answer before the host is red."""
 REGISTRY_RETRY_S = 2.0
@@ -92,8 +92,19 @@ class HostAgent(Protocol):
         the host itself)."""
         ...
 
-    def glance(self, host: Host) -> tuple[Installed, dict[str, tuple[bool, str | None]]]:
-        """`installed` and `live` (no wait) together, from one command."""
+    def glance(
+        self, host: Host, *, reuse_s: float = 0.0
+    ) -> tuple[Installed, dict[str, tuple[bool, str | None]]]:
+        """`installed` and `live` (no wait) together, from one command; with `reuse_s`, the
+        answer of a `glance_ahead` that finished at most that long ago (or is running)."""
+        ...
+
+    def glance_ahead(self, host: Host) -> None:
+        """Start a glance of `host` in the background, for a step to come (a hint)."""
+        ...
+
+    def observed_within(self, host: Host, doc: Readiness, seconds_: float) -> bool:
+        """Did this agent finish observing exactly `doc` at most `seconds_` ago?"""
         ...
 
     def skill_links(self, host: Host) -> dict[str, str]: ...
@@ -129,6 +140,9 @@ class Executor:
     observed: dict[str, Readiness] = field(default_factory=dict)
     """Readiness already observed fresh in this pass (the skip check's), so the bookmark step
     does not observe the same hosts twice."""
+    peers: list[str] = field(default_factory=list)
+    """Hosts the ramp gate after this verify rechecks: glanced as soon as this host is ready,
+    alongside its own observation."""
 
     def run(self, step: Step, *, seq: int) -> Outcome:
         """Run one step. A permanent host error (engines.node refused, install did not
@@ -177,14 +191,17 @@ class Executor:
         return _each(names, read)
 
     def recheck(self, recorded: Mapping[str, Readiness]) -> dict[str, Readiness]:
-        """Hosts verified earlier, cheaply: the recorded readiness while their tree and their
-        running versions (one tree read, the probes) are what it says, else a fresh one."""
+        """Hosts verified earlier, cheaply: the recorded readiness while it is current (this
+        process observed it just now) or a glance (one process: the tree, the probes) finds
+        their tree and running versions what it says, else a fresh one."""
 
         def check(name: str) -> Readiness:
             host, doc = self.fleet.host(name), recorded[name]
+            if self.agent.observed_within(host, doc, FRESH_S):
+                return doc
             running = {p.profile: (p.readyz, p.running_version) for p in doc.profiles}
             try:
-                same = self.agent.glance(host) == (doc.installed, running)
+                same = self.agent.glance(host, reuse_s=FRESH_S) == (doc.installed, running)
             except PRODUCT_ERRORS:  # the tree cannot be read: the full observation says why
                 same = False
             return doc if same else self.agent.observe(host, lb_weights=self.lb.weights())
@@ -319,6 +336,8 @@ class Executor:
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), READY_WAIT_S)
             ready = all(r for r, _ in self.agent.live(host, wait_s=wait).values())
+            for peer in self.peers if ready else ():
+                self.agent.glance_ahead(self.fleet.host(peer))
             if ready or time.monotonic() >= deadline:
                 weights = self.lb.weights()
                 doc = self.agent.observe(

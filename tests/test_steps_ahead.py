@@ -1,10 +1,11 @@
-"""Which observation a bookmark takes: the one made ahead, or one made now.
+"""Which observation a bookmark or a ramp gate takes: one made ahead, or one made now.
 
 `Executor.observe_ahead` decides from the look-ahead's age and a glance; every rollout in
 tests/test_engine.py runs it against real hosts (the bookmark step always goes through it). Here
 an agent that counts its calls pins the decision itself: a look-ahead that just finished is
 taken as is; an older one is taken only while a glance (tree, readiness, running version) still
 matches it; a changed host, a glance that fails, or no look-ahead at all means observing now.
+A ramp gate takes a readiness this process observed within the last second as it is.
 """
 
 from __future__ import annotations
@@ -66,13 +67,17 @@ class CountingAgent:
     ahead_of: dict[str, tuple[Readiness, float]] = field(default_factory=dict)
     core_now: dict[str, str] = field(default_factory=dict)
     glance_fails: bool = False
+    just_observed: list[Readiness] = field(default_factory=list)
     glanced: list[str] = field(default_factory=list)
     observed: list[str] = field(default_factory=list)
 
     def ahead(self, host: Host) -> tuple[Readiness, float] | None:
         return self.ahead_of.pop(host.name, None)
 
-    def glance(self, host: Host) -> tuple[Installed, Live]:
+    def observed_within(self, host: Host, doc: Readiness, seconds_: float) -> bool:
+        return doc in self.just_observed
+
+    def glance(self, host: Host, *, reuse_s: float = 0.0) -> tuple[Installed, Live]:
         self.glanced.append(host.name)
         if self.glance_fails:
             raise FactParseError(host.name, "glance: not JSON")
@@ -131,3 +136,11 @@ def test_a_glance_that_fails_or_no_look_ahead_means_observing_now(tmp_path: Path
     got = executor(agent, tmp_path).observe_ahead(["mac-1", "mac-2"])
     assert list(got) == ["mac-1", "mac-2"]  # in the order asked
     assert sorted(agent.observed) == ["mac-1", "mac-2"]
+
+
+def test_a_readiness_this_process_just_observed_needs_no_glance(tmp_path: Path) -> None:
+    mine, theirs = readiness("mac-1", NEW), readiness("mac-2", NEW)
+    agent = CountingAgent(core_now={"mac-1": NEW, "mac-2": NEW}, just_observed=[mine])
+    got = executor(agent, tmp_path).recheck({"mac-1": mine, "mac-2": theirs})
+    assert got == {"mac-1": mine, "mac-2": theirs}
+    assert agent.glanced == ["mac-2"] and agent.observed == []
