@@ -20,7 +20,7 @@ from pathlib import Path
 from reconciler import facts, operations, readiness
 from reconciler.connect import transport_for
 from reconciler.documents import Installed, Readiness
-from reconciler.errors import FactParseError, ReconcilerError
+from reconciler.errors import ReconcilerError
 from reconciler.planner import Pin
 from reconciler.prefetch import Prefetch
 from reconciler.spec import Host, seconds
@@ -97,6 +97,7 @@ class FleetAgent:
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: readiness.Doctors | None = None,
+        seen: facts.Glance | None = None,
     ) -> Readiness:
         doc = readiness.observe(
             self.fleet,
@@ -107,6 +108,7 @@ class FleetAgent:
             lb_weights=lb_weights,
             now=datetime.now(UTC),
             doctors=doctors,
+            seen=seen,
         )
         self._seen[host.name] = (doc.readiness_sha256, time.monotonic())
         return doc
@@ -186,15 +188,20 @@ class FleetAgent:
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         fact = facts.glance(prefix, [p.port for p in host.profiles])
         got = facts.gather(t, fact, timeout=self._quick())
-        if len(got.probes) != len(host.profiles):
-            raise FactParseError(
-                host.name, f"glance: {len(got.probes)} probe results for {len(host.profiles)} ports"
-            )
         live = {
             p.key(): (probes.readyz.ok, probes.running_version)
             for p, probes in zip(host.profiles, got.probes, strict=True)
         }
         return got.tree.installed, live
+
+    def await_ready(self, host: Host, *, wait_s: float) -> facts.Glance | None:
+        t = self.transport(host)
+        try:
+            prefix = facts.resolve_prefix(t, host, timeout=self._quick())
+            fact = facts.glance(prefix, [p.port for p in host.profiles], wait_s=wait_s)
+            return facts.gather(t, fact, timeout=self._quick() + wait_s)
+        except readiness.PRODUCT_ERRORS:
+            return None
 
     def node_version(self, host: Host) -> str:
         return facts.gather(self.transport(host), facts.node_version(), timeout=self._quick())

@@ -96,15 +96,20 @@ READY_WAIT_SCRIPT = (
     + "const loop=()=>get(port,'/readyz').then((r)=>(r.status===200||Date.now()>=until)?"
     "all(port).then(print):setTimeout(loop,Number(every)));loop();"
 )
-# A glance: the tree (tree.TREE_FUNCTION) and the probes of every port, in one process.
-# argv: mods, prefix, maxDirs, timeout ms, ports (comma-separated), paths... Prints
-# {tree: {...}, probes: [[...] per port]}.
+# A glance: the probes of every port and the tree (tree.TREE_FUNCTION), in one process; with
+# `wait` ms > 0, taken once every port's /readyz answers 200 or `wait` has passed, asking every
+# `every` ms. argv: mods, prefix, maxDirs, timeout ms, ports (comma-separated), wait ms,
+# every ms, paths... Prints {tree: {...}, probes: [[...] per port]}.
 GLANCE_SCRIPT = (
     tree.TREE_FUNCTION
-    + "const [mods,prefix,maxDirs,ms,ports,...paths]=process.argv.slice(1);"
+    + "const [mods,prefix,maxDirs,ms,ports,wait,every,...paths]=process.argv.slice(1);"
     + _PROBE_GET
-    + "const t=readTree(mods,prefix,maxDirs);"
-    "Promise.all(ports.split(',').map((p)=>all(p))).then((r)=>print({tree:t,probes:r}));"
+    + "const ps=ports.split(','),until=Date.now()+Number(wait);"
+    "const done=()=>Promise.all(ps.map((p)=>all(p)))"
+    ".then((r)=>print({tree:readTree(mods,prefix,maxDirs),probes:r}));"
+    "const loop=()=>Promise.all(ps.map((p)=>get(p,'/readyz'))).then((r)=>"
+    "(r.every((x)=>x.status===200)||Date.now()>=until)?done():setTimeout(loop,Number(every)));"
+    "Number(wait)>0?loop():done();"
 )
 
 # df on the nearest existing ancestor of $1 (a prefix may not exist before the first install).
@@ -742,9 +747,18 @@ class Glance:
     """One per port asked, in that order."""
 
 
-def glance(prefix: str, ports: Sequence[int], *, request_timeout_s: float = 5.0) -> Fact[Glance]:
-    """`host_tree(prefix)` and `probes(port)` for each port, in ONE `node -e`: what a check
-    that a recorded readiness still holds needs, for the price of one process."""
+def glance(
+    prefix: str,
+    ports: Sequence[int],
+    *,
+    wait_s: float = 0.0,
+    every_s: float = 0.02,
+    request_timeout_s: float = 5.0,
+) -> Fact[Glance]:
+    """`probes(port)` for each port and `host_tree(prefix)`, in ONE `node -e`: what a check
+    that a recorded readiness still holds needs, for the price of one process. With `wait_s`,
+    taken once every port is ready (or after `wait_s`), polling from the host every `every_s`:
+    readiness is seen within ~20 ms of happening, and what a verify reads next comes with it."""
     argv = (
         "node",
         "-e",
@@ -753,10 +767,19 @@ def glance(prefix: str, ports: Sequence[int], *, request_timeout_s: float = 5.0)
         *tree.arguments(prefix),
         _ms(request_timeout_s),
         ",".join(str(p) for p in ports),
+        str(int(wait_s * 1000)),
+        _ms(every_s),
         *PROBE_PATHS,
     )
-    cap = max(NPM_LS_S, PROBE_S)
-    return Fact("glance", argv, parse_glance, cap, TREE_OUTPUT + PROBE_OUTPUT * len(ports))
+    cap = max(NPM_LS_S, PROBE_S) + wait_s
+
+    def parse(host: str, result: CommandResult) -> Glance:
+        got = parse_glance(host, result)
+        if len(got.probes) != len(ports):
+            raise _fail(host, result, f"{len(got.probes)} probe results for {len(ports)} ports")
+        return got
+
+    return Fact("glance", argv, parse, cap, TREE_OUTPUT + PROBE_OUTPUT * len(ports))
 
 
 def parse_glance(host: str, result: CommandResult) -> Glance:

@@ -112,10 +112,12 @@ def observe(
     lb_weights: Mapping[str, int],
     now: datetime,
     doctors: Doctors | None = None,
+    seen: facts.Glance | None = None,
 ) -> Readiness:
     """Gather every fact of `host` and its profiles and build its sealed readiness document
-    (`doctors`: both doctor runs of each profile, started earlier by `start_doctors`)."""
-    got = _gather(fleet, host, transport, doctors)
+    (`doctors`: both doctor runs of each profile, started earlier by `start_doctors`; `seen`:
+    the tree and probes, just read by a glance)."""
+    got = _gather(fleet, host, transport, doctors, seen)
     reasons = got.reasons
     profiles = []
     for profile, pf in zip(host.profiles, got.profiles, strict=True):
@@ -138,7 +140,11 @@ def observe(
 
 
 def _gather(
-    fleet: Fleet, host: Host, transport: Transport, doctors: Doctors | None = None
+    fleet: Fleet,
+    host: Host,
+    transport: Transport,
+    doctors: Doctors | None = None,
+    seen: facts.Glance | None = None,
 ) -> _HostFacts:
     """Every fact of the host, concurrently over its one connection: one read of the tree
     (which also gives Node's version and the free space), and each profile's four facts."""
@@ -149,15 +155,27 @@ def _gather(
     )
     workers = min(1 + PROFILE_FACTS * len(host.profiles), MAX_CHANNELS)
     with ThreadPoolExecutor(workers, thread_name_prefix=f"observe-{host.name}") as pool:
-        tree = pool.submit(_tree, transport, prefix, timeout)
-        profiles = [
+        glanced = None if seen else pool.submit(_glance, transport, prefix, host, timeout)
+        pending = [
             _profile_facts(
                 pool, transport, p, timeout, doctors.runs.get(p.key()) if doctors else None
             )
             for p in host.profiles
         ]
-        got, tree_reasons = tree.result()
-        reasons.extend(tree_reasons)
+        if glanced is not None:
+            seen = glanced.result()
+        got: HostTree | None
+        probes: list[tuple[facts.Probes | None, _Reasons]]
+        if seen is not None:
+            got, probes = seen.tree, [(p, _Reasons()) for p in seen.probes]
+        else:  # read apart, so that each failure says what it was
+            tree = pool.submit(_tree, transport, prefix, timeout)
+            probe_fs = [
+                _submit(pool, transport, p, facts.probes(p.port), timeout) for p in host.profiles
+            ]
+            got, tree_reasons = tree.result()
+            reasons.extend(tree_reasons)
+            probes = [f.result() for f in probe_fs]
         disk: facts.DiskFree | None = None
         if got is not None and got.available_kb is not None:
             disk = facts.DiskFree(path=got.disk_path or "", available_kb=got.available_kb)
@@ -167,9 +185,23 @@ def _gather(
             got.node_version if got else None,
             got.installed if got else Installed(core=None),
             disk,
-            [p.result() for p in profiles],
+            [p.result(pr) for p, pr in zip(pending, probes, strict=True)],
             reasons,
         )
+
+
+def _glance(
+    transport: Transport, prefix: str | None, host: Host, timeout: float
+) -> facts.Glance | None:
+    """The tree and every profile's probes from one process; None when that fails for a
+    product reason (the caller then reads them apart, for precise reasons)."""
+    if prefix is None:
+        return None
+    fact = facts.glance(prefix, [p.port for p in host.profiles])
+    try:
+        return facts.gather(transport, fact, timeout=timeout)
+    except PRODUCT_ERRORS:
+        return None
 
 
 def _one(
@@ -202,15 +234,14 @@ class _Pending:
 
     doctor: Future[tuple[facts.Doctor | None, _Reasons]]
     post_upgrade: Future[tuple[facts.Doctor | None, _Reasons]]
-    probes: Future[tuple[facts.Probes | None, _Reasons]]
     health: Future[tuple[facts.Health | None, _Reasons]]
 
-    def result(self) -> _ProfileFacts:
+    def result(self, probes: tuple[facts.Probes | None, _Reasons]) -> _ProfileFacts:
+        """The four facts, with `probes` read with the tree (see `_glance`)."""
         reasons = _Reasons()
-        doctor, post, probes, health = (
+        doctor, post, health = (
             self.doctor.result(),
             self.post_upgrade.result(),
-            self.probes.result(),
             self.health.result(),
         )
         for _, found in (doctor, post, probes, health):  # a fixed order: same state, same doc
@@ -269,13 +300,12 @@ def _profile_facts(
     timeout: float,
     doctors: _DoctorRun | None = None,
 ) -> _Pending:
-    """doctor, post-upgrade doctor, probes and health of one profile, started concurrently
-    (the doctors only when they are not already running)."""
+    """doctor, post-upgrade doctor and health of one profile, started concurrently (the
+    doctors only when they are not already running); its probes come with the tree."""
     doctor, post = doctors or _doctor_run(pool, transport, profile, timeout)
     return _Pending(
         doctor=doctor,
         post_upgrade=post,
-        probes=_submit(pool, transport, profile, facts.probes(profile.port), timeout),
         health=_submit(pool, transport, profile, facts.health(facts.profile_env(profile)), timeout),
     )
 

@@ -19,6 +19,7 @@ from reconciler import lb as lbmod
 from reconciler import versions
 from reconciler.documents import Bookmark, Installed, Readiness
 from reconciler.errors import PermanentError
+from reconciler.facts import Glance
 from reconciler.gates import matches_lock
 from reconciler.lock import Lock
 from reconciler.planner import Pin, Step, host_weights
@@ -48,10 +49,17 @@ class HostAgent(Protocol):
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: Doctors | None = None,
+        seen: Glance | None = None,
     ) -> Readiness:
         """Readiness of `host`; with `use_lock=False` the tree is not judged against the lock
         (a host restored to its bookmark runs the prior versions on purpose); `doctors`: the
-        doctor runs `start_doctors` began, used instead of running doctor again."""
+        doctor runs `start_doctors` began, used instead of running doctor again; `seen`: the
+        tree and probes `await_ready` just read, used instead of reading them again."""
+        ...
+
+    def await_ready(self, host: Host, *, wait_s: float) -> Glance | None:
+        """A glance taken once every profile is ready or after `wait_s` (polled on the host);
+        None when it cannot be read for a reason about the product."""
         ...
 
     def start_doctors(self, host: Host) -> Doctors:
@@ -260,13 +268,15 @@ class Executor:
         problems = []
         core = self.lock.package("openclaw") if self.lock else None
         for host in self._hosts(step):
-            node = self.agent.node_version(host)
+            with ThreadPoolExecutor(2, thread_name_prefix=f"preflight-{host.name}") as pool:
+                asked = pool.submit(self.agent.node_version, host)
+                free = pool.submit(self.agent.free_disk_mb, host).result()
+                node = asked.result()
             if core and core.engines_node and not versions.satisfies(node, core.engines_node):
                 problems.append(
                     f"{host.name}: node {node} does not satisfy engines.node "
                     f"{core.engines_node!r} of openclaw {core.version}"
                 )
-            free = self.agent.free_disk_mb(host)
             need = self.fleet.rollout.min_free_disk_mb
             if free < need:
                 problems.append(f"{host.name}: {free} MB free, {need} MB required")
@@ -335,13 +345,17 @@ class Executor:
         doctors = self.agent.start_doctors(host)  # they need no ready gateway: run meanwhile
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), READY_WAIT_S)
-            ready = all(r for r, _ in self.agent.live(host, wait_s=wait).values())
+            seen = self.agent.await_ready(host, wait_s=wait)
+            if seen is not None:
+                ready = all(p.readyz.ok for p in seen.probes)
+            else:  # the tree cannot be read (the observation says why): wait on the probes
+                ready = all(r for r, _ in self.agent.live(host, wait_s=wait).values())
             for peer in self.peers if ready else ():
                 self.agent.glance_ahead(self.fleet.host(peer))
             if ready or time.monotonic() >= deadline:
                 weights = self.lb.weights()
                 doc = self.agent.observe(
-                    host, lb_weights=weights, use_lock=use_lock, doctors=doctors
+                    host, lb_weights=weights, use_lock=use_lock, doctors=doctors, seen=seen
                 )
                 if doc.green and (not use_lock or not matches_lock(doc, self.lock)):
                     return doc

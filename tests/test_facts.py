@@ -197,6 +197,15 @@ def test_live_doctor_health_and_probes(make_node: MakeNode, recorder: Recorder) 
         EXPECTED["probes-ready"],
         EXPECTED["probes-down"],
     ]
+    # Waiting for readiness: a ready port answers at once, a dead one only when the wait ends.
+    ready = facts.glance(str(node.prefix), [node.port], wait_s=30)
+    assert (
+        summarize("probes", facts.gather(transport, ready, timeout=60).probes[0])
+        == (EXPECTED["probes-ready"])
+    )
+    gone = facts.glance(str(node.prefix), [dead], wait_s=0.3, every_s=0.05)
+    waited = facts.gather(transport, gone, timeout=30)
+    assert summarize("probes", waited.probes[0]) == EXPECTED["probes-down"]
 
     node.set_faults(doctor_red=True)
     recorder.run("doctor-red", transport, facts.doctor(env))
@@ -289,6 +298,15 @@ def test_a_glance_that_is_not_one_is_a_fact_parse_error(stdout: bytes) -> None:
     result = CommandResult(GLANCE_ARGV, 0, stdout, b"", 0.1, False)
     with pytest.raises(FactParseError, match=r"^mac-1: `node"):
         facts.parse_glance("mac-1", result)
+
+
+def test_a_glance_with_another_number_of_ports_than_asked_is_refused() -> None:
+    probes = [{"path": p, "status": None, "error": "ECONNREFUSED"} for p in facts.PROBE_PATHS]
+    doc = {"tree": {"packages": [], "copies": []}, "probes": [probes]}
+    fact = facts.glance("/p", [18789, 18790])
+    result = CommandResult(fact.argv, 0, json.dumps(doc).encode(), b"", 0.1, False)
+    with pytest.raises(FactParseError, match="1 probe results for 2 ports"):
+        fact.parse("mac-1", result)
 
 
 def test_a_doctor_finding_without_a_known_severity_is_refused() -> None:
