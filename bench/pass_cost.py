@@ -58,6 +58,7 @@ from benchlib import (
     BENCH,
     RESULTS,
     SpecRemote,
+    byte_compile,
     load_note,
     median,
     pyspy_available,
@@ -475,7 +476,8 @@ def profile_pass(cli: list[str], out: Path) -> dict[str, Any]:
 
 
 def record_canned(world: World, tmp: Path) -> dict[str, Path]:
-    """Per install: record the real answers to one full observation, then write replayers."""
+    """Per install: record the real answers to one full observation and one steady pass, then
+    write replayers."""
     canned = {h.name: tmp / "canned" / h.name for h in world.hosts}
     for host in world.hosts:
         write_recorders(canned[host.name], host.prefix)
@@ -491,6 +493,11 @@ def record_canned(world: World, tmp: Path) -> dict[str, Path]:
     # Observe twice: the second pass sees the same state (an adoption observes more than once).
     for k in range(2):
         write_adopted(remote.url, work / f"adopt-{k}", world.ssh.client_key)
+    # Then one steady pass, for what it reads that an observation does not (the tree alone).
+    cli = ["reconcile", "--once", "--remote", remote.url, "--fleet", "sandbox"]
+    done, _, _ = run_measured([*cli, "--cache", str(work / "cache")], timeout=PASS_TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"recording pass exited {done.returncode}:\n{done.stderr[-2000:]}")
     answers = {
         name: write_replayers(path, world.host(name).prefix) for name, path in canned.items()
     }
@@ -516,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     start_load_sampler()
+    byte_compile()  # the reconciler as installed (see benchlib.byte_compile)
     cases = [Case.parse(c) for c in args.cases.split(",")]
     locals_ = [c for c in cases if c.transport == "local"]
     profile_case = max(locals_, key=lambda c: c.n) if locals_ and args.profile != "none" else None

@@ -30,8 +30,6 @@ from reconciler.validate import LoadedSpec
 SKILLS_DIR = ".openclaw/skills"
 Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
 """What a glance tells: the installed tree, and per profile (ready?, running version)."""
-AHEAD_TTL_S = 120.0
-"""How long an observation made ahead may stand in for one made at its step."""
 
 
 class FleetAgent:
@@ -45,10 +43,11 @@ class FleetAgent:
         self.spec_commit: str | None = None
         self._transports: dict[str, Transport] = {}
         self._transports_lock = threading.Lock()
+        self._closed = False
         self.releases = Prefetch()
         self._doctor_pool: ThreadPoolExecutor | None = None
         self._ahead_pool: ThreadPoolExecutor | None = None
-        self._ahead: dict[str, tuple[float, Future[tuple[Readiness, float]]]] = {}
+        self._ahead: dict[str, Future[tuple[Readiness, float]]] = {}
         self._glances: dict[str, Future[tuple[Glimpse, float]]] = {}
         self._seen: dict[str, tuple[str, float]] = {}  # host -> (readiness_sha256, finished)
 
@@ -66,24 +65,35 @@ class FleetAgent:
         return cls(spec, known_hosts=path, key_file=Path(key_file) if key_file else None)
 
     def transport(self, host: Host) -> Transport:
-        with self._transports_lock:  # look-aheads ask from their own threads
-            if host.name not in self._transports:
-                self._transports[host.name] = transport_for(
-                    self.fleet, host, known_hosts_path=self.known_hosts, key_file=self.key_file
-                )
-            return self._transports[host.name]
+        with self._transports_lock:
+            known = self._transports.get(host.name)
+        if known is not None:
+            return known
+        # Built outside the lock (it may connect), since look-aheads ask from their own threads:
+        # the first one kept wins, a loser is closed.
+        made = transport_for(
+            self.fleet, host, known_hosts_path=self.known_hosts, key_file=self.key_file
+        )
+        with self._transports_lock:
+            kept = None if self._closed else self._transports.setdefault(host.name, made)
+        if kept is not made:
+            made.close()
+        if kept is None:
+            raise ReconcilerError(f"{host.name}: the agent is closed")
+        return kept
 
     def close(self) -> None:
+        """Stop what runs ahead and close every connection (running commands then fail)."""
         self.releases.close()
-        if self._ahead_pool is not None:
-            self._ahead_pool.shutdown(wait=False, cancel_futures=True)
-            self._ahead_pool = None
-        if self._doctor_pool is not None:
-            self._doctor_pool.shutdown(wait=False, cancel_futures=True)
-            self._doctor_pool = None
-        for transport in self._transports.values():
+        for pool in (self._ahead_pool, self._doctor_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._ahead_pool = self._doctor_pool = None
+        with self._transports_lock:
+            self._closed = True
+            transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
             transport.close()
-        self._transports.clear()
 
     def _quick(self) -> float:
         return seconds(self.fleet.ssh.command_timeout)
@@ -126,11 +136,11 @@ class FleetAgent:
         def observed() -> tuple[Readiness, float]:
             return self.observe(host, lb_weights=lb_weights), time.monotonic()
 
-        self._ahead[host.name] = (time.monotonic(), self._pool_ahead().submit(observed))
+        self._ahead[host.name] = self._pool_ahead().submit(observed)
 
     def ahead(self, host: Host) -> tuple[Readiness, float] | None:
-        started, future = self._ahead.pop(host.name, (0.0, None))
-        if future is None or time.monotonic() - started > AHEAD_TTL_S:
+        future = self._ahead.pop(host.name, None)
+        if future is None:
             return None
         try:
             doc, finished = future.result(timeout=self._quick() * 2)

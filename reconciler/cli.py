@@ -213,7 +213,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             max_backoff=args.max_backoff,
         )
     finally:
-        engine.store.close()  # a status push still in flight reaches the remote first
+        engine.close()  # a status push still in flight reaches the remote first
     if args.json:
         render.emit_json(
             {"phase": result.phase, "message": result.message, "commit": result.commit}

@@ -113,6 +113,11 @@ def engine_for(
     def lb_for(fleet: Fleet) -> LoadBalancer:
         return from_spec(fleet.load_balancer)
 
+    def close_agents() -> None:
+        for agent in agents.values():
+            agent.close()
+        agents.clear()
+
     return Engine(
         store=store,
         fleet_name=fleet,
@@ -123,6 +128,7 @@ def engine_for(
         lease_s=lease_s,
         signatures=signatures,
         spec_cache=Path(cache) / "specs",
+        close_agents=close_agents,
     )
 
 
@@ -322,4 +328,4 @@ def _release(worker: FleetWorker) -> None:
         worker.engine.release()
     except ReconcilerError as exc:
         log.warning("%s: could not release the lease: %s", worker.engine.fleet_name, exc)
-    worker.engine.store.close()  # a status push still in flight reaches the remote first
+    worker.engine.close()  # a status push still in flight reaches the remote first

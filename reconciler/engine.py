@@ -101,6 +101,7 @@ class Engine:
     failpoints: Failpoints = field(default_factory=Failpoints.from_env)
     spec_cache: Path | None = None  # validated specs on disk (speccache), for short-lived runs
     signatures: SignaturePolicy | None = None  # set: only a head signed by a trusted key applies
+    close_agents: Callable[[], None] | None = None  # stops what agents run ahead (see close)
     _signed: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     _specs: dict[str, tuple[LoadedSpec | None, list[str]]] = field(
         default_factory=dict, init=False, repr=False
@@ -132,6 +133,13 @@ class Engine:
                 )
             return self._start(status, spec, head_id)
         return self._continue(status, spec, record)
+
+    def close(self) -> None:
+        """At the end of a run: stop what runs ahead on hosts (look-aheads, prefetches), then
+        let the status pushes in flight reach the remote."""
+        if self.close_agents is not None:
+            self.close_agents()
+        self.store.close()
 
     def release(self) -> str | None:
         """Give the lease back (on shutdown), so a standby can take over at once."""
@@ -313,8 +321,8 @@ class Engine:
             duration = self._lease_for(plan)
             lease = leases.renewed(status.lease, self.fleet_name, self.instance, now, duration)
             t.put("lease.json", lease)  # taken with the start: not a commit of its own
-        if plan.steps and plan.steps[0].action == "bookmark":  # overlaps this commit's push
-            _read_ahead(self._executor(spec, record), status, spec, plan.steps[0].hosts)
+            if plan.steps[0].action == "bookmark":  # overlaps this commit's push
+                _read_ahead(self._executor(spec, record), status, spec, plan.steps[0].hosts)
         commit = self._write(status, t, record)
         return PassResult(record.phase, t.subject, 0.0, acted=True, commit=commit)
 

@@ -774,7 +774,7 @@ def glance(
     cap = max(NPM_LS_S, PROBE_S) + wait_s
 
     def parse(host: str, result: CommandResult) -> Glance:
-        got = parse_glance(host, result)
+        got = parse_glance(host, result, ports=len(ports))
         if len(got.probes) != len(ports):
             raise _fail(host, result, f"{len(got.probes)} probe results for {len(ports)} ports")
         return got
@@ -782,8 +782,8 @@ def glance(
     return Fact("glance", argv, parse, cap, TREE_OUTPUT + PROBE_OUTPUT * len(ports))
 
 
-def parse_glance(host: str, result: CommandResult) -> Glance:
-    text = output_text(host, result, max_bytes=TREE_OUTPUT + PROBE_OUTPUT * 16)
+def parse_glance(host: str, result: CommandResult, *, ports: int = 1) -> Glance:
+    text = output_text(host, result, max_bytes=TREE_OUTPUT + PROBE_OUTPUT * ports)
     doc = _decode_json(text) if result.ok else None
     if not isinstance(doc, dict) or not isinstance(doc.get("tree"), dict):
         raise _fail(host, result, f"no glance (exit {result.exit_code})", text or result.stderr)

@@ -173,8 +173,8 @@ class GitStore:
         """Bring the watched branch and the status branch up to date from the remote. While
         a status push of ours is in flight, the status branch is ours (we hold the lease and
         its compare-and-swap would catch anyone else), so only the watched branch is fetched."""
-        if self._pending is not None and self._pending.done():
-            self.flush()  # a finished push: its error (if any) is this pass's to handle
+        if self._pending is not None and (self._pending.done() or self._push_error):
+            self.flush()  # a finished or failed push: its error is this pass's to handle
         specs = [f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}"]
         if self._pending is None:
             specs.append(
@@ -295,32 +295,45 @@ class GitStore:
         was queued meanwhile (its push carries this one) or an earlier push failed."""
         if self._push_error is not None:
             raise self._push_error
-        self._hurry.wait(LINGER_S)
-        if oid != self._pending_oid:
+        if not self._superseded(oid, repo):
+            self._hurry.wait(LINGER_S)
+        if self._superseded(oid, repo):
             return
         try:
             self._push(oid, self._remote_oid, repo)
-        except ReconcilerError as exc:
-            self._push_error = exc
-            raise
+        except Exception as exc:  # whatever it was, this commit and those behind it are not there
+            self._push_error = (
+                exc
+                if isinstance(exc, ReconcilerError)
+                else RemoteUnavailable(f"push to {self.remote_url} failed: {exc}")
+            )
+            raise self._push_error from exc
         self._remote_oid = oid
+
+    def _superseded(self, oid: pygit2.Oid, repo: pygit2.Repository) -> bool:
+        """A newer commit is queued, and it carries `oid` (it descends from it)."""
+        newest = self._pending_oid
+        return newest is not None and newest != oid and repo.descendant_of(newest, oid)
 
     def flush(self) -> None:
         """Wait for the status pushes in flight, if any; raise their error (StatusConflict,
         RemoteUnavailable): then those commits are not on the remote, and the view falls back
         to the remote's, so the steps they recorded are redone."""
-        pending, self._pending = self._pending, None
+        pending = self._pending
         if pending is None:
             return
         self._hurry.set()
+        error: ReconcilerError | None = None
         try:
             pending.result()
-            if self._push_error is not None:
-                raise self._push_error
-        finally:
-            self._pending_oid = None
-            self._push_error = None
-            self._hurry.clear()
+        except ReconcilerError as exc:
+            error = exc
+        error = error or self._push_error
+        # Only once the queue has drained (an interrupt above leaves it for `close`).
+        self._pending, self._pending_oid, self._push_error = None, None, None
+        self._hurry.clear()
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         """Push what is in flight (errors are logged: the next reconciler redoes the step)."""

@@ -72,7 +72,7 @@ class HostAgent(Protocol):
 
     def ahead(self, host: Host) -> tuple[Readiness, float] | None:
         """The observation `look_ahead` started (waiting for it if in flight) and its age in
-        seconds, once, while it is young; None when there is none or it failed."""
+        seconds, once; None when there is none or it failed."""
         ...
 
     def node_version(self, host: Host) -> str: ...
@@ -170,12 +170,12 @@ class Executor:
 
     def observe_ahead(self, names: list[str]) -> dict[str, Readiness]:
         """Fresh readiness of several hosts: an observation made ahead (`look_ahead`) that
-        just finished, or that a glance finds still true, else one made now."""
+        finished within FRESH_S, else one made now (an older one may hide a doctor, health or
+        weight that changed since, and the skip check and the bookmark rest on all of them)."""
         ahead = {n: got for n in names if (got := self.agent.ahead(self.fleet.host(n)))}
         young = {n: doc for n, (doc, age) in ahead.items() if age <= FRESH_S}
-        older = {n: doc for n, (doc, age) in ahead.items() if age > FRESH_S}
-        rest = [n for n in names if n not in ahead]
-        docs = {**young, **self.recheck(older), **(self.observe(rest) if rest else {})}
+        rest = [n for n in names if n not in young]
+        docs = {**young, **(self.observe(rest) if rest else {})}
         return {n: docs[n] for n in names}
 
     def look_ahead(self, names: list[str]) -> None:

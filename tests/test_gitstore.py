@@ -93,3 +93,24 @@ def test_a_deferred_push_that_loses_the_race_is_raised_and_the_view_falls_back(
     assert remote_log(path) == ["theirs", "base"]
     mine.close()
     other.close()
+
+
+def test_a_failed_push_surfaces_at_the_next_fetch_and_nothing_behind_it_lands(
+    remote: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, url = remote
+    mine, other = GitStore(url, tmp_path / "mine"), GitStore(url, tmp_path / "other")
+    mine.fetch()
+    write(mine, "base", defer=False)
+    other.fetch()
+    write(other, "theirs", defer=False)
+    write(mine, "lost", defer=True)
+    write(mine, "lost too", defer=True)
+    with pytest.raises(StatusConflict):
+        for _ in range(100):  # the pass's fetch raises once the push has failed
+            mine.fetch()
+    assert remote_log(path) == ["theirs", "base"]
+    mine.fetch()  # the error was this pass's; the view is the remote's again
+    assert mine.status_head().message.strip() == "theirs"  # type: ignore[union-attr]
+    mine.close()
+    other.close()

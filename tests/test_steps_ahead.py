@@ -1,11 +1,11 @@
 """Which observation a bookmark or a ramp gate takes: one made ahead, or one made now.
 
-`Executor.observe_ahead` decides from the look-ahead's age and a glance; every rollout in
-tests/test_engine.py runs it against real hosts (the bookmark step always goes through it). Here
-an agent that counts its calls pins the decision itself: a look-ahead that just finished is
-taken as is; an older one is taken only while a glance (tree, readiness, running version) still
-matches it; a changed host, a glance that fails, or no look-ahead at all means observing now.
-A ramp gate takes a readiness this process observed within the last second as it is.
+`Executor.observe_ahead` decides from the look-ahead's age, `Executor.recheck` (ramp gates) from
+what this process observed and a glance; every rollout in tests/test_engine.py runs both against
+real hosts. Here an agent that counts its calls pins the decisions themselves: a look-ahead
+that just finished is taken as is, an older one or none means observing now; a gate takes a
+readiness this process observed within the last second as it is, and a peer's recorded one
+while a glance agrees with it, else observes the peer.
 """
 
 from __future__ import annotations
@@ -111,31 +111,25 @@ def test_a_look_ahead_that_just_finished_is_taken_as_is(tmp_path: Path) -> None:
     assert agent.glanced == [] and agent.observed == []
 
 
-def test_an_older_look_ahead_is_taken_while_a_glance_confirms_it(tmp_path: Path) -> None:
-    doc = readiness("mac-1", OLD)
-    agent = CountingAgent(ahead_of={"mac-1": (doc, FRESH_S * 5)}, core_now={"mac-1": OLD})
-    assert executor(agent, tmp_path).observe_ahead(["mac-1"]) == {"mac-1": doc}
-    assert agent.glanced == ["mac-1"] and agent.observed == []
-
-
-def test_a_host_that_changed_since_its_look_ahead_is_observed_now(tmp_path: Path) -> None:
-    agent = CountingAgent(
-        ahead_of={"mac-1": (readiness("mac-1", OLD), FRESH_S * 5)}, core_now={"mac-1": NEW}
-    )
-    got = executor(agent, tmp_path).observe_ahead(["mac-1"])
-    assert got["mac-1"].installed.core == NEW
-    assert agent.glanced == ["mac-1"] and agent.observed == ["mac-1"]
-
-
-def test_a_glance_that_fails_or_no_look_ahead_means_observing_now(tmp_path: Path) -> None:
+def test_an_older_look_ahead_or_none_means_observing_now(tmp_path: Path) -> None:
     agent = CountingAgent(
         ahead_of={"mac-1": (readiness("mac-1", OLD), FRESH_S * 5)},
-        core_now={"mac-1": OLD, "mac-2": OLD},
-        glance_fails=True,
+        core_now={"mac-1": NEW, "mac-2": OLD},
     )
     got = executor(agent, tmp_path).observe_ahead(["mac-1", "mac-2"])
     assert list(got) == ["mac-1", "mac-2"]  # in the order asked
-    assert sorted(agent.observed) == ["mac-1", "mac-2"]
+    assert got["mac-1"].installed.core == NEW  # what the host runs now, not the look-ahead's
+    assert agent.glanced == [] and sorted(agent.observed) == ["mac-1", "mac-2"]
+
+
+def test_a_ramp_gate_observes_a_peer_whose_glance_differs_or_fails(tmp_path: Path) -> None:
+    agent = CountingAgent(core_now={"mac-1": NEW})
+    got = executor(agent, tmp_path).recheck({"mac-1": readiness("mac-1", OLD)})
+    assert got["mac-1"].installed.core == NEW
+    assert agent.glanced == ["mac-1"] and agent.observed == ["mac-1"]
+    failing = CountingAgent(core_now={"mac-1": OLD}, glance_fails=True)
+    executor(failing, tmp_path).recheck({"mac-1": readiness("mac-1", OLD)})
+    assert failing.glanced == ["mac-1"] and failing.observed == ["mac-1"]
 
 
 def test_a_readiness_this_process_just_observed_needs_no_glance(tmp_path: Path) -> None:
