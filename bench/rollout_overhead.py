@@ -23,7 +23,7 @@ Targets: reconciler <= 1.10 x floor, and faster than Ansible. When the first is 
 with --profile always) one more reconciler rollout runs under bench/trace_reconcile.py, which
 says where its wall time went.
 
-Run: `python bench/rollout_overhead.py` (--rounds 3 --hosts 5 --install-delay 2 --ready-delay 1;
+Run: `python bench/rollout_overhead.py` (--rounds 5 --hosts 5 --install-delay 2 --ready-delay 1;
 prints markdown tables, writes bench/results/rollout_overhead.json).
 """
 
@@ -461,7 +461,7 @@ def profile(world: World, version: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=5, help="hosts per fleet")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (each runs every way once)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (each runs every way once)")
     parser.add_argument(
         "--install-delay",
         type=float,
