@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from reconciler import facts, operations, readiness
 from reconciler.connect import transport_for
@@ -24,12 +25,12 @@ from reconciler.errors import ReconcilerError
 from reconciler.planner import Pin
 from reconciler.prefetch import Prefetch
 from reconciler.spec import Host, seconds
+from reconciler.steps import Glimpse
 from reconciler.transport import Transport
 from reconciler.validate import LoadedSpec
 
 SKILLS_DIR = ".openclaw/skills"
-Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
-"""What a glance tells: the installed tree, and per profile (ready?, running version)."""
+T = TypeVar("T")
 
 
 class FleetAgent:
@@ -139,14 +140,18 @@ class FleetAgent:
         self._ahead[host.name] = self._pool_ahead().submit(observed)
 
     def ahead(self, host: Host) -> tuple[Readiness, float] | None:
-        future = self._ahead.pop(host.name, None)
+        return self._taken(self._ahead.pop(host.name, None))
+
+    def _taken(self, future: Future[tuple[T, float]] | None) -> tuple[T, float] | None:
+        """What a read started ahead answered (waiting for it if in flight) and its age in
+        seconds; None when there was none or it failed (asked again where its error belongs)."""
         if future is None:
             return None
         try:
-            doc, finished = future.result(timeout=self._quick() * 2)
-        except (ReconcilerError, TimeoutError):  # observed again at the step, where it belongs
+            got, finished = future.result(timeout=self._quick() * 2)
+        except (ReconcilerError, TimeoutError):
             return None
-        return doc, time.monotonic() - finished
+        return got, time.monotonic() - finished
 
     def start_doctors(self, host: Host) -> readiness.Doctors:
         if self._doctor_pool is None:
@@ -160,21 +165,6 @@ class FleetAgent:
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         return facts.installed(t, prefix, timeout=self._quick())
 
-    def live(self, host: Host, *, wait_s: float = 0.0) -> dict[str, tuple[bool, str | None]]:
-        t = self.transport(host)
-        out: dict[str, tuple[bool, str | None]] = {}
-        for profile in host.profiles:
-            fact = facts.probes_when_ready(profile.port, wait_s) if wait_s > 0 else None
-            try:
-                got = facts.gather(
-                    t, fact or facts.probes(profile.port), timeout=self._quick() + wait_s
-                )
-            except readiness.PRODUCT_ERRORS:
-                out[profile.key()] = (False, None)
-            else:
-                out[profile.key()] = (got.readyz.ok, got.running_version)
-        return out
-
     def glance_ahead(self, host: Host) -> None:
         def glanced() -> tuple[Glimpse, float]:
             return self._glance(host), time.monotonic()
@@ -182,22 +172,13 @@ class FleetAgent:
         self._glances[host.name] = self._pool_ahead().submit(glanced)
 
     def glance(self, host: Host, *, reuse_s: float = 0.0) -> Glimpse:
-        future = self._glances.pop(host.name, None)
-        if future is not None:
-            try:
-                got, finished = future.result(timeout=self._quick() * 2)
-            except (ReconcilerError, TimeoutError):
-                pass  # asked again now, where its error belongs
-            else:
-                if time.monotonic() - finished <= reuse_s:
-                    return got
+        taken = self._taken(self._glances.pop(host.name, None))
+        if taken is not None and taken[1] <= reuse_s:
+            return taken[0]
         return self._glance(host)
 
     def _glance(self, host: Host) -> Glimpse:
-        t = self.transport(host)
-        prefix = facts.resolve_prefix(t, host, timeout=self._quick())
-        fact = facts.glance(prefix, [p.port for p in host.profiles])
-        got = facts.gather(t, fact, timeout=self._quick())
+        got = self._read_glance(host)
         live = {
             p.key(): (probes.readyz.ok, probes.running_version)
             for p, probes in zip(host.profiles, got.probes, strict=True)
@@ -205,13 +186,16 @@ class FleetAgent:
         return got.tree.installed, live
 
     def await_ready(self, host: Host, *, wait_s: float) -> facts.Glance | None:
-        t = self.transport(host)
         try:
-            prefix = facts.resolve_prefix(t, host, timeout=self._quick())
-            fact = facts.glance(prefix, [p.port for p in host.profiles], wait_s=wait_s)
-            return facts.gather(t, fact, timeout=self._quick() + wait_s)
+            return self._read_glance(host, wait_s=wait_s)
         except readiness.PRODUCT_ERRORS:
             return None
+
+    def _read_glance(self, host: Host, *, wait_s: float = 0.0) -> facts.Glance:
+        t = self.transport(host)
+        prefix = facts.resolve_prefix(t, host, timeout=self._quick())
+        fact = facts.glance(prefix, [p.port for p in host.profiles], wait_s=wait_s)
+        return facts.gather(t, fact, timeout=self._quick() + wait_s)
 
     def node_version(self, host: Host) -> str:
         return facts.gather(self.transport(host), facts.node_version(), timeout=self._quick())

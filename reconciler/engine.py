@@ -932,7 +932,7 @@ def _memo(cache: dict[str, V], key: str, make: Callable[[], V]) -> V:
 
 def _read_ahead(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:
     """Start, in the background, what the bookmark and the install of `hosts` will read: the
-    hosts' readiness (a glance confirms it then) and their registry facts. Only reads."""
+    hosts' readiness (taken if it is still young then) and their registry facts. Only reads."""
     if hosts and spec.lock is not None:
         ex.look_ahead(hosts)
         _prefetch(ex, status, spec, hosts)

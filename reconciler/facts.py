@@ -21,6 +21,7 @@ trip instead of three.
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import re
@@ -86,15 +87,6 @@ _PROBE_GET = (
 # paths...
 PROBE_SCRIPT = (
     "const [port,ms,...paths]=process.argv.slice(1);" + _PROBE_GET + "all(port).then(print);"
-)
-# The same, once /readyz answers 200 or `wait` ms have passed, asking every `every` ms from the
-# host itself (one process instead of one per poll). argv: port, timeout ms, wait ms, every ms,
-# paths...
-READY_WAIT_SCRIPT = (
-    "const [port,ms,wait,every,...paths]=process.argv.slice(1);const until=Date.now()+Number(wait);"
-    + _PROBE_GET
-    + "const loop=()=>get(port,'/readyz').then((r)=>(r.status===200||Date.now()>=until)?"
-    "all(port).then(print):setTimeout(loop,Number(every)));loop();"
 )
 # A glance: the probes of every port and the tree (tree.TREE_FUNCTION), in one process; with
 # `wait` ms > 0, taken once every port's /readyz answers 200 or `wait` has passed, asking every
@@ -219,6 +211,14 @@ class DiskFree:
     @property
     def free_mb(self) -> int:
         return self.available_kb // 1024
+
+    @classmethod
+    def of(cls, seen: tree.HostTree, path: str) -> DiskFree | None:
+        """The free space a tree read saw (None: its Node could not tell); `path` when it did
+        not name the filesystem's."""
+        if seen.available_kb is None:
+            return None
+        return cls(path=seen.disk_path or path, available_kb=seen.available_kb)
 
 
 # --- shared parsing helpers ---------------------------------------------------------------------
@@ -695,13 +695,6 @@ def probes(port: int, *, request_timeout_s: float = 5.0) -> Fact[Probes]:
     return Fact("probes", argv, parse_probes, PROBE_S, PROBE_OUTPUT)
 
 
-def probes_when_ready(port: int, wait_s: float, *, every_s: float = 0.02) -> Fact[Probes]:
-    """`probes`, taken once /readyz answers 200 or after `wait_s` (whichever comes first),
-    polling from the host every `every_s`: readiness is seen within ~20 ms of happening."""
-    argv = ("node", "-e", READY_WAIT_SCRIPT, "--", str(port), _ms(5.0), _ms(wait_s), _ms(every_s))
-    return Fact("probes", (*argv, *PROBE_PATHS), parse_probes, PROBE_S + wait_s, PROBE_OUTPUT)
-
-
 def _ms(seconds_: float) -> str:
     return str(max(1, int(seconds_ * 1000)))
 
@@ -772,17 +765,13 @@ def glance(
         *PROBE_PATHS,
     )
     cap = max(NPM_LS_S, PROBE_S) + wait_s
-
-    def parse(host: str, result: CommandResult) -> Glance:
-        got = parse_glance(host, result, ports=len(ports))
-        if len(got.probes) != len(ports):
-            raise _fail(host, result, f"{len(got.probes)} probe results for {len(ports)} ports")
-        return got
-
-    return Fact("glance", argv, parse, cap, TREE_OUTPUT + PROBE_OUTPUT * len(ports))
+    n = len(ports)
+    parse = functools.partial(parse_glance, ports=n)
+    return Fact("glance", argv, parse, cap, TREE_OUTPUT + PROBE_OUTPUT * n)
 
 
 def parse_glance(host: str, result: CommandResult, *, ports: int = 1) -> Glance:
+    """A glance's output, with exactly one set of probes per port asked."""
     text = output_text(host, result, max_bytes=TREE_OUTPUT + PROBE_OUTPUT * ports)
     doc = _decode_json(text) if result.ok else None
     if not isinstance(doc, dict) or not isinstance(doc.get("tree"), dict):
@@ -794,6 +783,8 @@ def parse_glance(host: str, result: CommandResult, *, ports: int = 1) -> Glance:
     per_port = doc.get("probes")
     if not isinstance(per_port, list):
         raise _fail(host, result, "no probe results in the glance", text)
+    if len(per_port) != ports:
+        raise _fail(host, result, f"{len(per_port)} probe results for {ports} ports", text)
     return Glance(host_tree_, tuple(_probes_of(host, result, items, text) for items in per_port))
 
 

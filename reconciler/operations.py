@@ -208,9 +208,7 @@ def preflight(
     has them."""
     quick = seconds(fleet.ssh.command_timeout)
     known_node = seen.node_version if seen else None
-    known_disk = None
-    if seen is not None and seen.available_kb is not None:
-        known_disk = facts.DiskFree(path=seen.disk_path or prefix, available_kb=seen.available_kb)
+    known_disk = facts.DiskFree.of(seen, prefix) if seen else None
     with ThreadPoolExecutor(len(todo) + 2, thread_name_prefix=f"preflight-{host.name}") as pool:
         node_f = known_node or pool.submit(
             facts.gather, transport, facts.node_version(), timeout=quick

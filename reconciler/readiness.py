@@ -176,10 +176,8 @@ def _gather(
             got, tree_reasons = tree.result()
             reasons.extend(tree_reasons)
             probes = [f.result() for f in probe_fs]
-        disk: facts.DiskFree | None = None
-        if got is not None and got.available_kb is not None:
-            disk = facts.DiskFree(path=got.disk_path or "", available_kb=got.available_kb)
-        elif prefix is not None:  # a Node without fs.statfsSync: ask df
+        disk = facts.DiskFree.of(got, "") if got is not None else None
+        if disk is None and prefix is not None:  # a Node without fs.statfsSync: ask df
             disk = _df(transport, prefix, timeout, reasons)
         return _HostFacts(
             got.node_version if got else None,

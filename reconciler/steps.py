@@ -28,6 +28,8 @@ from reconciler.spec import Fleet, Host, seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
+"""What a glance tells: the installed tree, and per profile (ready?, running version)."""
 READY_POLL_S = 0.2
 """Pause between two waits for readiness (each wait polls on the host itself every 20 ms)."""
 REGISTRY_GRACE_S = 30.0
@@ -94,17 +96,10 @@ class HostAgent(Protocol):
         """The installed tree alone (cheap: one read)."""
         ...
 
-    def live(self, host: Host, *, wait_s: float = 0.0) -> dict[str, tuple[bool, str | None]]:
-        """Per profile: does /readyz answer 200, and which version runs (cheap: probes only);
-        with `wait_s`, each profile is first given up to that long to become ready (polled on
-        the host itself)."""
-        ...
-
-    def glance(
-        self, host: Host, *, reuse_s: float = 0.0
-    ) -> tuple[Installed, dict[str, tuple[bool, str | None]]]:
-        """`installed` and `live` (no wait) together, from one command; with `reuse_s`, the
-        answer of a `glance_ahead` that finished at most that long ago (or is running)."""
+    def glance(self, host: Host, *, reuse_s: float = 0.0) -> Glimpse:
+        """The installed tree and, per profile, whether /readyz answers 200 and which version
+        runs, from one command; with `reuse_s`, the answer of a `glance_ahead` that finished
+        at most that long ago (or is running)."""
         ...
 
     def glance_ahead(self, host: Host) -> None:
@@ -345,11 +340,8 @@ class Executor:
         doctors = self.agent.start_doctors(host)  # they need no ready gateway: run meanwhile
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), READY_WAIT_S)
-            seen = self.agent.await_ready(host, wait_s=wait)
-            if seen is not None:
-                ready = all(p.readyz.ok for p in seen.probes)
-            else:  # the tree cannot be read (the observation says why): wait on the probes
-                ready = all(r for r, _ in self.agent.live(host, wait_s=wait).values())
+            seen = self.agent.await_ready(host, wait_s=wait)  # None: the observation says why
+            ready = seen is not None and all(p.readyz.ok for p in seen.probes)
             for peer in self.peers if ready else ():
                 self.agent.glance_ahead(self.fleet.host(peer))
             if ready or time.monotonic() >= deadline:
