@@ -685,6 +685,54 @@ def _ingress_pending(snapshot: Mapping[str, Any]) -> int:
     return sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool))
 
 
+# --- plugins as the product sees them -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One plugin of `openclaw plugins list --json`: what the product found and loads."""
+
+    id: str
+    version: str | None
+    origin: str
+    """`bundled` (ships with the core), `global` (a tracked install), ..."""
+    status: str
+    """`loaded`, `disabled`, `error`, ..."""
+    enabled: bool
+    install_spec: str | None = None
+    """The npm spec of a tracked install (`@openclaw/discord@2026.9.5`)."""
+
+
+def plugins(env: Mapping[str, str] | None = None) -> Fact[tuple[Plugin, ...]]:
+    """`openclaw plugins list --json`: a cold inventory (it does not prove the running gateway
+    imported a plugin; health's `plugins.loaded` does)."""
+    argv = ("openclaw", "plugins", "list", "--json")
+    return Fact("plugins", argv, parse_plugins, HEALTH_S, REPORT_OUTPUT, dict(env or {}))
+
+
+def parse_plugins(host: str, result: CommandResult) -> tuple[Plugin, ...]:
+    doc = json_object(host, result, max_bytes=REPORT_OUTPUT)
+    items = _field(host, result, doc, "plugins", list)
+    return tuple(_plugin(host, result, item) for item in items)
+
+
+def _plugin(host: str, result: CommandResult, item: object) -> Plugin:
+    if not isinstance(item, dict):
+        raise _fail(host, result, f"a plugin is not an object: {json.dumps(item)[:80]}")
+    plugin_id = _field(host, result, item, "id", str)
+    version = item.get("version")
+    trust = item.get("trust")
+    spec = trust.get("installSpec") if isinstance(trust, dict) else None
+    return Plugin(
+        id=plugin_id,
+        version=version if isinstance(version, str) and VERSION_RE.match(version) else None,
+        origin=_field(host, result, item, "origin", str),
+        status=_field(host, result, item, "status", str),
+        enabled=_field(host, result, item, "enabled", bool),
+        install_spec=spec if isinstance(spec, str) else None,
+    )
+
+
 # --- HTTP probes --------------------------------------------------------------------------------
 
 

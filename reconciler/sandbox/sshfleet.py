@@ -132,7 +132,10 @@ class FleetHost:
 
 
 class SSHFleet:
-    """`n_hosts` sshds under `base_dir`, started at construction; `close()` stops them all."""
+    """`n_hosts` sshds under `base_dir`, started at construction; `close()` stops them all.
+
+    Every command on a host runs with HOME=<host dir>/home, PATH=<prefix>/bin, then `path`,
+    then this process's PATH, and `env` (sshd `SetEnv`)."""
 
     def __init__(
         self,
@@ -141,12 +144,14 @@ class SSHFleet:
         *,
         names: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
+        path: Sequence[str] = (),
     ) -> None:
         names = list(names) if names is not None else [f"host-{i + 1}" for i in range(n_hosts)]
         if len(names) != n_hosts or len(set(names)) != n_hosts:
             raise ValueError(f"need {n_hosts} distinct names, got {names!r}")
         self.base_dir = base_dir
         self.env = dict(env or {})
+        self.path = list(path)
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.client_key = base_dir / "client_ed25519"
         self.known_hosts = base_dir / "known_hosts"
@@ -321,7 +326,8 @@ class SSHFleet:
         return proc
 
     def _config(self, host: FleetHost) -> str:
-        path = os.pathsep.join((str(host.prefix / "bin"), os.environ.get("PATH", os.defpath)))
+        dirs = (str(host.prefix / "bin"), *self.path, os.environ.get("PATH", os.defpath))
+        path = os.pathsep.join(dirs)
         setenv = {"HOME": str(host.home), "PATH": path, **self.env}
         for name, value in setenv.items():
             if '"' in value or "\n" in value:

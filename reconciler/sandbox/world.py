@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import pygit2
 
@@ -37,6 +37,7 @@ from reconciler.spec import Fleet
 
 OPERATOR = pygit2.Signature("Operator", "operator@example.com")
 PLUGINS = ("@openclaw/discord", "@openclaw/matrix")
+COMMAND_TIMEOUT = "60s"
 START_TIMEOUT_S = 60.0
 
 
@@ -57,8 +58,20 @@ class WorldHost:
         return self.name
 
 
+class Registry(Protocol):
+    """Where the world's hosts install from: a LocalRegistry, or the real product's."""
+
+    @property
+    def url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
 class World:
     """Build with `World(root, ...)`, use, then `close()` (also a context manager)."""
+
+    plugin_names: tuple[str, ...] = PLUGINS
+    command_timeout = COMMAND_TIMEOUT
 
     def __init__(
         self,
@@ -69,7 +82,7 @@ class World:
         initial: str = "2026.4.2",
         steps: Sequence[int] = (10, 50, 100),
         soak: str = "0s",
-        registry: LocalRegistry | None = None,
+        registry: Registry | None = None,
         weights: Sequence[int] | None = None,
         extra_rollout: Mapping[str, object] | None = None,
         webhook: str | None = None,
@@ -95,9 +108,7 @@ class World:
             self.hosts = self._make_hosts(names, weights)
             self.lb_file = root / "lb" / "weights.json"
             self._write_weights()
-            for host in self.hosts:
-                self.install(host, initial, dict.fromkeys(PLUGINS, initial))
-                self.start_gateway(host)
+            self._bring_up(initial)
             if lb == "haproxy":
                 self.haproxy = HAProxyProcess(
                     root / "haproxy",
@@ -115,7 +126,7 @@ class World:
 
     # --- parts ---------------------------------------------------------------------------
 
-    def _start_registry(self) -> LocalRegistry:
+    def _start_registry(self) -> Registry:
         registry = LocalRegistry.start(self.root / "registry")
         publish_standard_catalog(registry)
         return registry
@@ -124,7 +135,7 @@ class World:
         roles = ["canary", *["stable"] * max(0, len(names) - 2), "witness"][: len(names)]
         weights = list(weights or [100] * len(names))
         if self.transport == "ssh":
-            self.ssh = SSHFleet(self.root / "ssh", len(names), names=list(names))
+            self.ssh = self._ssh_fleet(names)
             return [
                 WorldHost(h.name, roles[i], h.home, h.prefix, free_port(), weights[i], h.port)
                 for i, h in enumerate(self.ssh.hosts)
@@ -138,6 +149,19 @@ class World:
                 WorldHost(name, roles[i], base / "home", base / "prefix", free_port(), weights[i])
             )
         return hosts
+
+    def _ssh_fleet(self, names: Sequence[str]) -> SSHFleet:
+        return SSHFleet(self.root / "ssh", len(names), names=list(names))
+
+    def _bring_up(self, initial: str) -> None:
+        """Give every host its starting install and a running gateway."""
+        for host in self.hosts:
+            self.install(host, initial, self.plugins(initial))
+            self.start_gateway(host)
+
+    def plugins(self, version: str) -> dict[str, str]:
+        """The world's plugins, each pinned at `version`."""
+        return dict.fromkeys(self.plugin_names, version)
 
     def host(self, name: str) -> WorldHost:
         return next(h for h in self.hosts if h.name == name)
@@ -155,6 +179,7 @@ class World:
     def install(self, host: WorldHost, core: str, plugins: Mapping[str, str]) -> None:
         """Install directly (the 'before' state an operator already has)."""
         specs = [f"openclaw@{core}", *(f"{n}@{v}" for n, v in plugins.items())]
+        assert isinstance(self.registry, LocalRegistry)
         npm_install_global(self.registry, host.prefix, specs, env=self.host_env(host))
 
     def start_gateway(self, host: WorldHost) -> None:
@@ -203,7 +228,7 @@ class World:
     # --- the spec repository -------------------------------------------------------------
 
     def fleet_yaml(self, core: str, plugins: Mapping[str, str] | None = None) -> str:
-        plugins = dict.fromkeys(PLUGINS, core) if plugins is None else plugins
+        plugins = self.plugins(core) if plugins is None else plugins
         lines = [
             "apiVersion: reconciler.openclaw.ai/v1",
             "kind: Fleet",
@@ -218,7 +243,7 @@ class World:
             *self._load_balancer(),
             *self._notifications(),
             "ssh:",
-            "  commandTimeout: 60s",
+            f"  commandTimeout: {self.command_timeout}",
             *([f"  keyFile: {self.ssh.client_key}"] if self.ssh else []),
             "hosts:",
         ]
@@ -233,12 +258,21 @@ class World:
                 *([f"    home: {h.home}"] if self.transport == "local" else []),
                 f"    npmPrefix: {h.prefix}",
                 "    serviceManager: command",
-                "    restartCommand: [openclaw, gateway, restart]",
+                f"    restartCommand: {json.dumps(self.restart_argv(h))}",
+                *(["    path: " + json.dumps(self.host_path(h))] if self.host_path(h) else []),
                 "    profiles:",
                 f"      - port: {h.gateway_port}",
                 f"        weight: {h.weight}",
             ]
         return "\n".join(lines) + "\n"
+
+    def restart_argv(self, host: WorldHost) -> list[str]:
+        """The host's restart command (its service manager)."""
+        return ["openclaw", "gateway", "restart"]
+
+    def host_path(self, host: WorldHost) -> list[str]:
+        """Directories the spec puts first on the host's PATH."""
+        return []
 
     def _load_balancer(self) -> list[str]:
         if self.haproxy is not None:
