@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -196,13 +197,9 @@ def default_cache(remote: str) -> Path:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    import signal
-
     from reconciler.daemon import build_engine, run_until_settled
 
-    # SIGTERM ends the run like Ctrl-C: the transports kill the command in hand on the way out,
-    # so no remote install goes on alone; progress is on the status branch.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    stop = _stop_on_signals()
     engine = build_engine(args, _store(args))
     try:
         result = run_until_settled(
@@ -211,7 +208,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             max_passes=args.max_passes,
             max_failures=args.retries + 1,
             max_backoff=args.max_backoff,
+            stop=stop,
         )
+        if result.phase == "Stopped":
+            engine.release()  # a standby (or the next run) takes over at once
     finally:
         engine.close()  # a status push still in flight reaches the remote first
     if args.json:
@@ -222,8 +222,30 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         print(f"{result.phase}: {result.message}", file=sys.stderr)
     return {"Complete": EXIT_OK, "Idle": EXIT_OK}.get(
         result.phase,
-        EXIT_CHANGES if result.phase in ("Progressing", "Paused", "Frozen") else EXIT_INVALID,
+        EXIT_CHANGES if result.phase in NOT_SETTLED else EXIT_INVALID,
     )
+
+
+NOT_SETTLED = ("Progressing", "Paused", "Frozen", "Stopped")
+"""Phases a later run moves on from: `reconcile --once` exits 3 with them."""
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM and SIGINT ask the run to stop after the step in hand (recorded, the lease
+    released), as the daemon does; a second one stops at once, and the transports kill the
+    command in hand on the way out, so no remote install goes on alone."""
+    import signal
+
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            sys.exit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -141,8 +141,12 @@ def run_until_settled(
     sleep: Callable[[float], None] = time.sleep,
     max_backoff: float = 60.0,
     max_failures: int = 8,
+    stop: threading.Event | None = None,
 ) -> PassResult:
     """Pass after pass until the fleet is settled (Complete, Failed, Invalid, Idle) or holds.
+
+    `stop` (set by a signal handler) ends the run between two passes: the step in hand
+    finishes and is recorded, and the result is `Stopped` (a later run continues from there).
 
     A TemporaryError is retried after its delay, doubled with each failure in a row and capped
     at `max_backoff` seconds. After `max_failures` failures in a row (1 + the retries allowed),
@@ -156,7 +160,16 @@ def run_until_settled(
     console = Console(stderr=True, highlight=False)
     failures = 0
     result = PassResult("Idle", "not started", None)
+    def pause(seconds_: float) -> None:
+        if stop is None:
+            sleep(seconds_)
+        else:
+            stop.wait(seconds_)
+
     for attempt in range(max_passes):
+        if stop is not None and stop.is_set():
+            result = PassResult("Stopped", f"stopped by a signal; {result.message}", None)
+            break
         try:
             result = engine.reconcile()
             failures = 0
@@ -176,7 +189,7 @@ def run_until_settled(
                     f"[yellow]retrying in {delay:.1f}s[/] (attempt {failures} of {max_failures}"
                     f" failed): {escape(str(exc))}"
                 )
-            sleep(delay)
+            pause(delay)
             continue
         if on_pass is not None:
             on_pass(result)
@@ -186,7 +199,7 @@ def run_until_settled(
             break
         if result.phase not in ACTIVE and not result.acted:
             break
-        sleep(result.requeue_after)
+        pause(result.requeue_after)
     _flush(engine)
     return result
 

@@ -50,7 +50,6 @@ from reconciler.errors import (
     FactParseError,
     HostError,
     PermanentError,
-    TemporaryError,
 )
 from reconciler.lock import Lock
 from reconciler.planner import Pin
@@ -94,8 +93,13 @@ class InstallVerificationFailed(HostError, PermanentError):
     """After installing, the npm tree is not exactly the wanted pins."""
 
 
-class RestartNotObserved(HostError, TemporaryError):
-    """The restart command succeeded but no new gateway process answered /startupz in time."""
+class RestartNotObserved(HostError, PermanentError):
+    """The restart command succeeded but no new gateway process answered /startupz in time.
+
+    Permanent: the real product answers nothing at all when it dies at start or refuses to run
+    (a downgrade guard, a bad config), and the host is drained and down meanwhile. Retrying
+    would keep it so for retries x probeTimeout; a red host is restored at once instead. Only
+    failing to reach the host (HostUnreachable) or the registry is temporary."""
 
 
 class GatewayNotReady(HostError, PermanentError):
