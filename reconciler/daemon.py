@@ -160,6 +160,7 @@ def run_until_settled(
     console = Console(stderr=True, highlight=False)
     failures = 0
     result = PassResult("Idle", "not started", None)
+
     def pause(seconds_: float) -> None:
         if stop is None:
             sleep(seconds_)

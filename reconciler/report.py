@@ -18,6 +18,10 @@ from reconciler.gates import differing_fields
 from reconciler.gitstore import GitStore
 from reconciler.status import FleetStatus, fleet_dir
 
+INSTALLED = ("Installed", "Restarted")
+"""Host phases in which a finished install step put the rollout's target on the host, after
+its last observation (the next one is the verify's)."""
+
 
 def status_doc(status: FleetStatus) -> dict[str, Any]:
     """The JSON form of `reconciler status --json`."""
@@ -34,13 +38,16 @@ def status_doc(status: FleetStatus) -> dict[str, Any]:
         doc = status.nodes.get(name)
         progress = record.hosts.get(name) if record else None
         agrees = None if doc is None or golden is None else doc.fingerprint == golden
+        phase = progress.phase if progress else None
         hosts.append(
             {
                 "host": name,
-                "phase": progress.phase if progress else None,
+                "phase": phase,
                 "weightPercent": progress.weight_percent if progress else None,
+                "observedAt": doc.observed_at if doc else None,
                 "core": doc.installed.core if doc else None,
                 "plugins": doc.installed.plugins if doc else {},
+                "installedByStep": record.target if record and phase in INSTALLED else None,
                 "green": doc.green if doc else None,
                 "reasons": doc.reasons if doc else [],
                 "weights": {p.profile: p.lb_weight for p in doc.profiles} if doc else {},
@@ -72,13 +79,15 @@ def print_status(doc: dict[str, Any], out: Console) -> None:
     out.print(f"fleet {doc['fleet']}: {doc['phase']} at spec {spec or '-'}  {doc['message']}")
     if doc["frozen"]:
         out.print(f"FROZEN: {doc['frozen']['reason']}")
-    table = Table("host", "phase", "openclaw", "weights", "green", "fingerprint", box=None)
+    columns = ("host", "phase", "openclaw", "weights", "green", "observed", "fingerprint")
+    table = Table(*columns, box=None)
     for h in doc["hosts"]:
         weights = ",".join(f"{k}={v}" for k, v in h["weights"].items() if v is not None)
         fp = (h["fingerprint"] or "")[:12] + ("" if h["agrees"] is not False else " (differs)")
         green = {True: "yes", False: "NO", None: "-"}[h["green"]]
+        observed = (h["observedAt"] or "-").replace("T", " ")[:19]
         table.add_row(
-            h["host"], h["phase"] or "-", h["core"] or "-", weights or "-", green, fp or "-"
+            h["host"], h["phase"] or "-", _core(h), weights or "-", green, observed, fp or "-"
         )
     out.print(table)
     for h in doc["hosts"]:
@@ -87,6 +96,15 @@ def print_status(doc: dict[str, Any], out: Console) -> None:
         if h["reasons"] and h["green"] is False:
             out.print(f"{h['host']} red: {'; '.join(h['reasons'])}")
     out.print("peers agree" if doc["peersAgree"] else "PEERS DISAGREE: traffic will not widen")
+
+
+def _core(host: dict[str, Any]) -> str:
+    """The observed core; the one an install step put there since, when it differs."""
+    observed = host["core"] or "-"
+    installed = (host["installedByStep"] or {}).get("openclaw")
+    if installed and installed != host["core"]:
+        return f"{installed} (installed; observed {observed} before)"
+    return observed
 
 
 def history(store: GitStore, fleet: str, limit: int) -> Iterator[dict[str, Any]]:
