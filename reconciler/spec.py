@@ -145,9 +145,6 @@ class Rollout(Model):
     drain_timeout: Duration = "5m"
     probe_timeout: Duration = "2m"
     install_timeout: Duration = "10m"
-    failure_budget: Annotated[int, Field(ge=0)] = Field(
-        0, description="red hosts tolerated (each restored) before the rollout stops"
-    )
     doctor_threshold: Literal["warning", "error"] = Field(
         "error", description="a doctor finding at or above this severity makes a host red"
     )
