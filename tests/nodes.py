@@ -8,12 +8,15 @@ though they share the three sshds. The reconciler reaches it exactly as in produ
 registry's npm settings (auth token userconfig, cache inside the node's dir) travel as
 environment variables through the transport.
 
-Every gateway a node starts is stopped by the PID in its pidfile at teardown.
+Every gateway a node starts is stopped by the PID in its pidfile at teardown. Each profile's
+openclaw.json is set up with a gateway token (the product runs no gateway without auth), written
+as an operator would before anything is installed (so it carries no meta.lastTouchedVersion).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -193,6 +196,11 @@ def make_node(ssh_fleet: SSHFleet, registry: LocalRegistry, tmp_path: Path) -> I
             profile_names=list(profiles),
         )
         node.home.mkdir(parents=True)
+        for profile in profiles:
+            state = node.home / (f".openclaw-{profile}" if profile else ".openclaw")
+            state.mkdir()
+            config = {"gateway": {"auth": {"token": f"token-{name}"}}}
+            (state / "openclaw.json").write_text(json.dumps(config))
         nodes.append(node)
         return node
 

@@ -348,7 +348,7 @@ def gateways(make_host: MakeHost, spawn: Spawn) -> dict[str, StandinHost]:
         host = make_host("openclaw@2026.4.3", name=name)
         host.set_faults(ready_delay_s=0)
         argv = [str(host.bin), "gateway", "run", "--port", str(host.port), "--bind", "loopback"]
-        spawn(argv, host.env())
+        spawn([*argv, "--token", host.token], host.env())
         hosts[name] = host
     for host in hosts.values():
         wait_for(functools.partial(_ready, host), what=f"{host.name} /readyz")

@@ -9,17 +9,21 @@ and the npm tree shapes (a nested second openclaw) that the reconciler must dete
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.sandbox.faults import (
+    REAL_INSTALL_S,
     clear_faults,
     faults_file,
     read_faults,
+    real_timings,
     set_faults,
     update_faults,
     versioned,
@@ -127,8 +131,10 @@ def test_faults_file_can_be_named_by_env_and_doctor_delay_applies(
     assert "error" in [f["severity"] for f in json.loads(done.stdout)["findings"]]
 
 
-def test_post_upgrade_flags_a_plugin_left_on_an_older_release(make_host: MakeHost) -> None:
-    host = make_host("openclaw@2026.4.3", "@openclaw/discord@2026.4.2", "@openclaw/matrix@2026.4.3")
+def test_post_upgrade_flags_a_tracked_plugin_left_on_an_older_release(make_host: MakeHost) -> None:
+    host = make_host("openclaw@2026.4.3")
+    for spec in ("npm:@openclaw/discord@2026.4.2", "npm:@openclaw/matrix@2026.4.3"):
+        assert host.run("plugins", "install", spec, "--pin", timeout=120).returncode == 0
     done = host.run("doctor", "--post-upgrade", "--json")
     assert done.returncode == 0
     report = json.loads(done.stdout)
@@ -145,7 +151,7 @@ def test_post_upgrade_flags_a_plugin_left_on_an_older_release(make_host: MakeHos
     assert "error" in [f["level"] for f in json.loads(red.stdout)["findings"]]
 
     listed = host.json("plugins", "list", "--json")["plugins"]
-    assert [(p["id"], p["version"]) for p in listed] == [
+    assert [(p["id"], p["version"]) for p in listed if p["origin"] == "global"] == [
         ("discord", "2026.4.2"),
         ("matrix", "2026.4.3"),
     ]
@@ -202,24 +208,41 @@ def test_gateway_run_serves_the_probe_endpoints(make_host: MakeHost, spawn: Spaw
     assert host.gateway_pid(host.home / ".openclaw-blue") is None
 
 
-def test_crash_on_start_fails_fast(make_host: MakeHost) -> None:
+def test_crash_at_start_exits_and_nothing_answers_while_restart_exits_zero(
+    make_host: MakeHost,
+) -> None:
     host = make_host("openclaw@2026.4.3")
-    host.set_faults(crash_on_start=["2026.4.3"])
+    host.set_faults(ready_delay_s=0)
+    assert host.run("gateway", "start", timeout=15).returncode == 0
+    wait_for(lambda: _answers(host.url("/readyz")), what="/readyz 200")
+    before = host.gateway_pid()
+
+    host.set_faults(crash_at_start=["2026.4.3"])
     done = host.run("gateway", "run", "--port", str(host.port), timeout=10)
     assert done.returncode == 1
-    assert "crash_on_start" in done.stderr
-    start = host.run("gateway", "start", timeout=15)
-    assert start.returncode == 1
+    assert "crashed during startup (standin fault crash_at_start)" in done.stderr
+    restart = host.run("gateway", "restart", timeout=20)
+    assert restart.returncode == 0, restart.stderr  # as systemd or launchd would
+    assert before is not None and not pid_alive(before)
     assert host.gateway_pid() is None
+    for probe in ("/healthz", "/readyz", "/startupz"):
+        assert not _answers(host.url(probe)), probe
+    assert host.run("health", "--json").returncode != 0
+
+    host.set_faults(crash_on_start=True)  # the older name of the same fault
+    assert host.run("gateway", "run", "--port", str(host.port), timeout=10).returncode == 1
 
 
 def test_daemon_control_and_health(make_host: MakeHost) -> None:
-    host = make_host("openclaw@2026.4.3", "@openclaw/discord@2026.4.3")
+    host = make_host("openclaw@2026.4.3")
+    assert (
+        host.run("plugins", "install", "npm:@openclaw/discord@2026.4.3", timeout=120).returncode
+        == 0
+    )
     # Port and token from the config file this time, not from the environment.
-    host.state_dir.mkdir()
-    config = {"gateway": {"port": host.port, "auth": {"token": "s3cret"}}}
-    (host.state_dir / "openclaw.json").write_text(json.dumps(config))
     env = {k: v for k, v in host.env().items() if k != "OPENCLAW_GATEWAY_PORT"}
+    for key, value in (("gateway.port", str(host.port)), ("gateway.auth.token", "s3cret")):
+        assert host.run("config", "set", key, value, env=env).returncode == 0
 
     # capture_output: returns only if the daemon kept none of our pipes (as over SSH).
     started = host.run("gateway", "start", "--json", timeout=10, env=env)
@@ -236,6 +259,7 @@ def test_daemon_control_and_health(make_host: MakeHost) -> None:
     assert snapshot["ok"] is True
     assert {"ts", "durationMs", "agents", "sessions"} <= set(snapshot)
     assert snapshot["channels"]["discord"]["running"] is True
+    assert "discord" in snapshot["plugins"]["loaded"]
     assert snapshot["deliveryQueues"]["ingressPressure"] == []
     wrong = host.run("health", "--json", env={**env, "OPENCLAW_GATEWAY_TOKEN": "nope"})
     assert wrong.returncode != 0 and "unauthorized" in wrong.stderr
@@ -253,11 +277,227 @@ def test_daemon_control_and_health(make_host: MakeHost) -> None:
 
 
 def test_ingress_pending_fault_shows_in_the_health_snapshot(make_host: MakeHost) -> None:
-    host = make_host("openclaw@2026.4.3", "@openclaw/matrix@2026.4.3")
+    host = make_host("openclaw@2026.4.3")
+    assert (
+        host.run("plugins", "install", "npm:@openclaw/matrix@2026.4.3", timeout=120).returncode == 0
+    )
     host.set_faults(ingress_pending=3, ready_delay_s=0)
     assert host.run("gateway", "start", timeout=10).returncode == 0
     pressure = host.json("health", "--json")["deliveryQueues"]["ingressPressure"]
     assert [(q["channelId"], q["pendingCount"]) for q in pressure] == [("matrix", 3)]
+
+
+# --- plugins: only tracked installs are discovered -------------------------------------------
+
+
+def test_a_plugin_installed_beside_the_core_is_neither_listed_nor_loaded(
+    make_host: MakeHost,
+) -> None:
+    host = make_host("openclaw@2026.4.3", "@openclaw/discord@2026.4.3")
+    report = host.json("plugins", "list", "--json")
+    assert set(report) == {"workspaceDir", "workspaceScope", "registry", "plugins", "diagnostics"}
+    assert report["registry"] == {"source": "persisted", "diagnostics": []}
+    by_id = {p["id"]: p for p in report["plugins"]}
+    assert "discord" not in by_id
+    assert {p["origin"] for p in by_id.values()} == {"bundled"}
+    assert (by_id["anthropic"]["status"], by_id["anthropic"]["enabled"]) == ("loaded", True)
+    assert by_id["memory-core"]["status"] == "loaded"
+    assert [p["status"] for p in by_id.values()].count("disabled") >= 2
+    assert by_id["anthropic"]["version"] == "2026.4.3"
+
+    host.set_faults(ready_delay_s=0)
+    assert host.run("gateway", "start", timeout=15).returncode == 0
+    health = host.json("health", "--json")
+    assert health["plugins"]["errors"] == health["plugins"]["unavailable"] == []
+    assert "anthropic" in health["plugins"]["loaded"]
+    assert "discord" not in health["plugins"]["loaded"]
+    assert "discord" not in health["channels"]
+
+
+def test_plugins_install_pin_is_tracked_stamped_and_hot_loaded(make_host: MakeHost) -> None:
+    host = make_host("openclaw@2026.4.3")
+    host.set_faults(ready_delay_s=0)
+    assert host.run("gateway", "start", timeout=15).returncode == 0
+    assert "discord" not in host.json("health", "--json")["plugins"]["loaded"]
+
+    done = host.run("plugins", "install", "npm:@openclaw/discord@2026.4.3", "--pin", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "Installed plugin: discord",
+        "Applied in Gateway generation 2.",
+    ]
+    projects = list((host.state_dir / "npm/projects").glob("openclaw-discord-*"))
+    assert len(projects) == 1
+    root = projects[0] / "node_modules/@openclaw/discord"
+    assert json.loads((root / "package.json").read_text())["version"] == "2026.4.3"
+    assert not (host.prefix / "lib/node_modules/@openclaw/discord").exists()
+    config = _config(host)
+    assert config["plugins"]["entries"]["discord"] == {"enabled": True}
+    assert config["meta"]["lastTouchedVersion"] == "2026.4.3"
+
+    discord = _plugin(host, "discord")
+    assert {
+        k: discord[k] for k in ("name", "version", "format", "origin", "enabled", "status")
+    } == {
+        "name": "Discord",
+        "version": "2026.4.3",
+        "format": "openclaw",
+        "origin": "global",
+        "enabled": True,
+        "status": "loaded",
+    }
+    assert (discord["rootDir"], discord["source"]) == (str(root), str(root / "index.js"))
+    assert (discord["trust"]["installSource"], discord["trust"]["installSpec"]) == (
+        "npm",
+        "@openclaw/discord@2026.4.3",
+    )
+    assert discord["dependencyStatus"]["installed"] is True
+    assert discord["dependencyStatus"]["missing"] == []
+    health = host.json("health", "--json")
+    assert "discord" in health["plugins"]["loaded"]
+    assert health["channels"]["discord"]["running"] is True
+
+    again = host.run("plugins", "install", "npm:@openclaw/discord@2026.4.4", "--pin", timeout=120)
+    assert again.returncode == 1 and "plugins update discord" in again.stderr
+    assert host.run("plugins", "disable", "discord").returncode == 0
+    assert _plugin(host, "discord")["status"] == "disabled"
+    assert "discord" not in host.json("health", "--json")["plugins"]["loaded"]
+    assert host.run("plugins", "enable", "discord").returncode == 0
+    assert "discord" in host.json("health", "--json")["plugins"]["loaded"]
+
+
+def test_plugins_update_reinstalls_or_moves_and_uninstall_leaves_a_disabled_marker(
+    make_host: MakeHost,
+) -> None:
+    host = make_host("openclaw@2026.4.4")
+    assert host.run("plugins", "install", "npm:@openclaw/discord@2026.4.3", "--pin").returncode == 0
+    root = Path(_plugin(host, "discord")["rootDir"])
+    shutil.rmtree(root.parent.parent)  # node_modules gone, as after a state restore
+    assert _plugin(host, "discord")["status"] == "error"
+
+    assert host.run("plugins", "update", "discord", timeout=120).returncode == 0
+    assert (_plugin(host, "discord")["version"], _plugin(host, "discord")["status"]) == (
+        "2026.4.3",
+        "loaded",
+    )  # the pinned spec, reinstalled
+    moved = host.run("plugins", "update", "@openclaw/discord@2026.4.4", timeout=120)
+    assert moved.returncode == 0, moved.stderr
+    discord = _plugin(host, "discord")
+    assert (discord["version"], discord["trust"]["installSpec"]) == (
+        "2026.4.4",
+        "@openclaw/discord@2026.4.4",
+    )
+    assert host.run("plugins", "update", "--all", timeout=120).returncode == 0
+    assert host.run("plugins", "update", "nope").returncode == 1
+
+    assert host.run("plugins", "uninstall", "discord").returncode == 1  # needs --force in scripts
+    assert host.run("plugins", "uninstall", "discord", "--force").returncode == 0
+    assert "discord" not in {p["id"] for p in host.json("plugins", "list", "--json")["plugins"]}
+    assert not root.exists()
+    assert _config(host)["plugins"]["entries"]["discord"] == {"enabled": False}
+
+
+# --- config writes and the downgrade guard ---------------------------------------------------
+
+REFUSAL = (
+    "Refusing to run automatic gateway startup migrations because this OpenClaw binary "
+    "(2026.4.3) is older than the config last written by OpenClaw 2026.4.4. Run the newer "
+    "openclaw binary on PATH, or reinstall the intended gateway service from the newer install. "
+    "Set OPENCLAW_ALLOW_OLDER_BINARY_DESTRUCTIVE_ACTIONS=1 only for an intentional downgrade or "
+    "recovery action.\n"
+)
+
+
+def test_config_set_stamps_and_an_older_binary_refuses_to_start(make_host: MakeHost) -> None:
+    host = make_host("openclaw@2026.4.3")
+    host.set_faults(ready_delay_s=0)
+    host.install("openclaw@2026.4.4")  # a plain npm upgrade writes no config
+    assert host.run("gateway", "start", timeout=15).returncode == 0
+    before = (host.state_dir / "openclaw.json").read_bytes()
+    for argv in (("doctor", "--json"), ("health", "--json"), ("gateway", "status", "--json")):
+        assert host.run(*argv).returncode == 0
+    assert (host.state_dir / "openclaw.json").read_bytes() == before  # nor do doctor and health
+    assert _config(host)["meta"]["lastTouchedVersion"] == "2026.4.3"
+
+    done = host.run("config", "set", "gateway.mode", "local")
+    assert (done.returncode, done.stdout) == (
+        0,
+        "Updated gateway.mode. Restart the gateway to apply.\n",
+    )
+    assert _config(host)["gateway"]["mode"] == "local"
+    assert _config(host)["meta"]["lastTouchedVersion"] == "2026.4.4"
+    assert host.run("config", "get", "gateway.mode").stdout == "local\n"
+
+    host.install("openclaw@2026.4.3")  # a downgrade: nothing listens after the restart
+    refused = host.run("gateway", "run", "--port", str(host.port), timeout=10)
+    assert (refused.returncode, refused.stderr) == (1, REFUSAL)
+    assert host.run("gateway", "restart", timeout=20).returncode == 0
+    for probe in ("/healthz", "/readyz", "/startupz"):
+        assert not _answers(host.url(probe)), probe
+    assert host.gateway_pid() is None
+
+    allowed = host.env(OPENCLAW_ALLOW_OLDER_BINARY_DESTRUCTIVE_ACTIONS="1")
+    assert host.run("gateway", "start", env=allowed, timeout=15).returncode == 0
+    wait_for(lambda: _answers(host.url("/startupz")), what="/startupz 200")
+
+
+@pytest.mark.parametrize(
+    ("last", "starts"),
+    [("2026.4.10", False), ("2026.4.3-1", True), ("2026.4.3", True), ("2026.4.2", True)],
+)
+def test_the_downgrade_guard_compares_calendar_versions_as_semver(
+    make_host: MakeHost, last: str, starts: bool
+) -> None:
+    host = make_host("openclaw@2026.4.3")
+    config = {**_config(host), "meta": {"lastTouchedVersion": last}}
+    (host.state_dir / "openclaw.json").write_text(json.dumps(config))
+    host.set_faults(crash_at_start=True)  # get past the guard, then stop at once
+    done = host.run("gateway", "run", "--port", str(host.port), timeout=10)
+    assert done.returncode == 1
+    assert ("Refusing to run automatic gateway startup migrations" in done.stderr) is not starts
+
+
+def test_config_writes_follow_the_profile_and_the_overrides(
+    make_host: MakeHost, tmp_path: Path
+) -> None:
+    host = make_host("openclaw@2026.4.3")
+    blue_env = host.env(OPENCLAW_PROFILE="blue")
+    assert host.run("config", "set", "gateway.port", "19001", env=blue_env).returncode == 0
+    blue = json.loads((host.home / ".openclaw-blue/openclaw.json").read_text())
+    assert blue == {"gateway": {"port": 19001}, "meta": {"lastTouchedVersion": "2026.4.3"}}
+    elsewhere = tmp_path / "elsewhere.json"
+    done = host.run(
+        "config", "set", "a.b", "true", env=host.env(OPENCLAW_CONFIG_PATH=str(elsewhere))
+    )
+    assert done.returncode == 0
+    assert json.loads(elsewhere.read_text())["a"] == {"b": True}
+    state = tmp_path / "state"
+    done = host.run("config", "set", "x", "y", env=host.env(OPENCLAW_STATE_DIR=str(state)))
+    assert json.loads((state / "openclaw.json").read_text())["meta"]["lastTouchedVersion"] == (
+        "2026.4.3"
+    )
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+def test_the_gateway_refuses_to_run_without_a_token(make_host: MakeHost, spawn: Spawn) -> None:
+    host = make_host("openclaw@2026.4.3")
+    host.set_faults(ready_delay_s=0)
+    bare = host.env(OPENCLAW_PROFILE="bare")  # a profile with no config: no token
+    done = host.run("gateway", "run", "--port", str(host.port), env=bare, timeout=10)
+    assert done.returncode == 1 and "without auth" in done.stderr
+    assert host.run("gateway", "start", env=bare, timeout=15).returncode == 0  # service manager
+    assert not _answers(host.url("/healthz"))
+
+    argv = [str(host.bin), "gateway", "run", "--port", str(host.port), "--token", "t0k"]
+    spawn(argv, bare)
+    wait_for(lambda: _answers(host.url("/readyz")), what="/readyz 200")
+    no_token = host.run("health", "--json", env=bare)
+    assert no_token.returncode != 0 and "unauthorized" in no_token.stderr
+    assert (
+        host.run("health", "--json", env={**bare, "OPENCLAW_GATEWAY_TOKEN": "t0k"}).returncode == 0
+    )
 
 
 # --- upgrades and faults keyed by version ----------------------------------------------------
@@ -280,6 +520,7 @@ def test_update_moves_the_version_and_version_keyed_faults_follow(make_host: Mak
     assert [s["name"] for s in result["steps"]] == ["resolve target", "global update"]
     assert host.run("--version").stdout == "OpenClaw 2026.4.4 (standin)\n"
     assert _doctor_errors(host) == ["config.schema.invalid"]
+    assert _config(host)["meta"]["lastTouchedVersion"] == "2026.4.4"  # stamped by the new release
 
     status = host.json("update", "status", "--json")
     assert status["activeRun"] is None
@@ -387,17 +628,30 @@ def test_fault_helpers_write_the_documented_format(tmp_path: Path) -> None:
         "ready_delay_s": 2.0,
         "install_delay_s": {"value": 1.5, "versions": ["2026.4.4"]},
     }
-    update_faults(tmp_path, http_5xx=None, crash_on_start=True)
+    update_faults(tmp_path, http_5xx=None, crash_at_start=True)
     assert set(read_faults(tmp_path)) == {
         "doctor_red",
         "ready_delay_s",
         "install_delay_s",
-        "crash_on_start",
+        "crash_at_start",
     }
     with pytest.raises(ValueError, match="unknown stand-in fault"):
         set_faults(tmp_path, doctor_blue=True)
     clear_faults(tmp_path)
     assert read_faults(tmp_path) == {}
+
+
+def test_real_timings_are_one_switch_and_off_by_default(tmp_path: Path) -> None:
+    assert read_faults(tmp_path) == {}
+    set_faults(tmp_path, **real_timings())
+    assert read_faults(tmp_path) == {
+        "doctor_delay_s": 8.0,
+        "ready_delay_s": 7.0,
+        "install_delay_s": REAL_INSTALL_S,
+    }
+    assert real_timings(ready_s=24)["ready_delay_s"] == 24
+    with pytest.raises(ValueError, match="outside the measured"):
+        real_timings(ready_s=2)
 
 
 def nested(plugin: str) -> str:
@@ -409,6 +663,17 @@ def _answers(url: str) -> bool:
         return http_get(url, timeout=1)[0] == 200
     except OSError:
         return False
+
+
+def _config(host: StandinHost) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((host.state_dir / "openclaw.json").read_text())
+    return config
+
+
+def _plugin(host: StandinHost, plugin_id: str) -> dict[str, Any]:
+    listed = host.json("plugins", "list", "--json")["plugins"]
+    found: dict[str, Any] = next(p for p in listed if p["id"] == plugin_id)
+    return found
 
 
 def _doctor_errors(host: StandinHost) -> list[str]:

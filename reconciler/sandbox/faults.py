@@ -5,10 +5,15 @@ The stand-in reads `$HOME/.openclaw-standin/faults.json` (or the file named by
 host's behaviour by rewriting one file, even for a release that is not installed yet ("doctor is
 red only on 2026.4.4"). Format:
 
-- boolean faults (`doctor_red`, `never_ready`, `crash_on_start`, `http_5xx`): `true` for every
-  version, or a list of the versions it applies to;
+- boolean faults (`doctor_red`, `never_ready`, `crash_at_start`, `http_5xx`): `true` for every
+  version, or a list of the versions it applies to. `crash_at_start`: the gateway process exits
+  at start and nothing answers /healthz, /readyz or /startupz, while `gateway start|restart`
+  still exits 0 as a service manager would (`crash_on_start` is its older name);
 - numeric faults (`ready_delay_s`, `doctor_delay_s`, `install_delay_s`, `ingress_pending`): a
   number for every version, or `{"value": N, "versions": [...]}`.
+
+`real_timings()` is the one switch for the product's own pace (off by default; for benchmarks):
+`set_faults(home, **real_timings())`.
 
 Writes are atomic (temp file + rename): a gateway reading mid-write never sees half a document.
 """
@@ -21,7 +26,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-BOOLEAN_FAULTS = frozenset({"doctor_red", "never_ready", "crash_on_start", "http_5xx"})
+BOOLEAN_FAULTS = frozenset(
+    {"doctor_red", "never_ready", "crash_at_start", "crash_on_start", "http_5xx"}
+)
 NUMERIC_FAULTS = frozenset(
     {"ready_delay_s", "doctor_delay_s", "install_delay_s", "ingress_pending"}
 )
@@ -29,6 +36,29 @@ FAULTS_ENV = "OPENCLAW_STANDIN_FAULTS"
 
 FaultValue = bool | float | Sequence[str] | Mapping[str, object]
 JsonFault = bool | float | list[str] | dict[str, object]
+
+
+# What the real product takes (openclaw 2026.9.5/2026.9.6 on this machine): `doctor --json`
+# about 8 s, gateway start to /readyz 200 between 7 s (idle) and 24 s (busy host), the
+# `npm i -g openclaw@V` install about 30 s.
+REAL_DOCTOR_S = 8.0
+REAL_READY_S = (7.0, 24.0)
+REAL_INSTALL_S = 30.0
+
+
+def real_timings(ready_s: float = REAL_READY_S[0]) -> dict[str, FaultValue]:
+    """Faults that give the stand-in the real product's timings (doctor, start to ready, install).
+
+    `ready_s` picks the start-to-ready time within the measured 7-24 s (default: the fast end).
+    """
+    low, high = REAL_READY_S
+    if not low <= ready_s <= high:
+        raise ValueError(f"ready_s {ready_s} is outside the measured {low}-{high} s")
+    return {
+        "doctor_delay_s": REAL_DOCTOR_S,
+        "ready_delay_s": ready_s,
+        "install_delay_s": REAL_INSTALL_S,
+    }
 
 
 def faults_file(home: Path) -> Path:

@@ -57,6 +57,11 @@ class WorldHost:
     def server(self) -> str:
         return self.name
 
+    @property
+    def gateway_token(self) -> str:
+        """The gateway's auth token (the product refuses to run a gateway without one)."""
+        return f"sandbox-{self.name}"
+
 
 class Registry(Protocol):
     """Where the world's hosts install from: a LocalRegistry, or the real product's."""
@@ -183,14 +188,20 @@ class World:
         npm_install_global(self.registry, host.prefix, specs, env=self.host_env(host))
 
     def start_gateway(self, host: WorldHost) -> None:
-        subprocess.run(
-            [str(standin_bin(host.prefix)), "gateway", "start"],
-            env=self.host_env(host),
-            cwd=host.home,
-            check=True,
-            capture_output=True,
-            timeout=START_TIMEOUT_S,
-        )
+        """Set the gateway's token as an operator would (`config set`), then start it."""
+        binary = str(standin_bin(host.prefix))
+        for argv in (
+            [binary, "config", "set", "gateway.auth.token", host.gateway_token],
+            [binary, "gateway", "start"],
+        ):
+            subprocess.run(
+                argv,
+                env=self.host_env(host),
+                cwd=host.home,
+                check=True,
+                capture_output=True,
+                timeout=START_TIMEOUT_S,
+            )
         self._gateways.append(host)
 
     def stop_gateway(self, host: WorldHost) -> None:

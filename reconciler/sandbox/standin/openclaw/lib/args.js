@@ -4,7 +4,7 @@
 
 const BOOLEAN_FLAGS = new Set([
   'json', 'yes', 'no-restart', 'dry-run', 'post-upgrade', 'force', 'verbose', 'deep',
-  'help', 'fix', 'version',
+  'help', 'fix', 'version', 'pin', 'all', 'keep-files', 'strict-json',
 ]);
 
 function parseArgs(argv) {

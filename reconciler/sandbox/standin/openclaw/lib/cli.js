@@ -3,12 +3,13 @@
 // `openclaw update` rewrites this package on disk while it runs, and a long-running gateway must
 // keep serving the code (and the version) it started with.
 const { parseArgs } = require('./args.js');
+const { runConfig } = require('./config.js');
 const daemon = require('./daemon.js');
 const { runDoctor } = require('./doctor.js');
 const { runGateway } = require('./gateway-server.js');
 const { runHealth } = require('./health.js');
 const { installedVersion } = require('./pkg.js');
-const { installedPlugins } = require('./plugins.js');
+const { runPlugins } = require('./plugins-cli.js');
 const { runUpdate, runUpdateStatus } = require('./update.js');
 
 const USAGE = `Usage: openclaw <command> [options]   (stand-in for tests)
@@ -20,7 +21,12 @@ const USAGE = `Usage: openclaw <command> [options]   (stand-in for tests)
   gateway start|stop|restart|status [--json] [--port <p>]
   update [--tag <version>] [--json] [--yes] [--no-restart] [--dry-run] [--timeout <s>]
   update status [--json]
+  config get <path> | config set <path> <value>
   plugins list [--json]
+  plugins install npm:<package>@<version|tag> [--pin] [--force]
+  plugins update <ids-or-npm-specs...> | --all
+  plugins uninstall <ids...> --force [--keep-files]
+  plugins enable|disable <id>
 `;
 
 // The product prints `OpenClaw 2026.9.6 (eb377ac)`; the stand-in puts `standin` where the
@@ -32,16 +38,6 @@ function versionLine() {
 function usage(message) {
   process.stderr.write(`${message ? `openclaw: ${message}\n` : ''}${USAGE}`);
   return 2;
-}
-
-function pluginsCommand(sub, flags) {
-  if (sub !== 'list') {
-    return usage(`unknown plugins command: ${sub || '(none)'}`);
-  }
-  const plugins = installedPlugins();
-  const text = plugins.map((p) => `${p.id}\t${p.version}\t${p.status}`).join('\n') || 'No plugins installed.';
-  process.stdout.write(flags.json ? `${JSON.stringify({ plugins }, null, 2)}\n` : `${text}\n`);
-  return 0;
 }
 
 const GATEWAY = {
@@ -63,7 +59,7 @@ async function main(argv) {
     return 0;
   }
   const { positionals, flags } = parseArgs(argv);
-  const [command, sub] = positionals;
+  const [command, sub, ...rest] = positionals;
   if (flags.version) {
     process.stdout.write(`${versionLine()}\n`);
     return 0;
@@ -73,7 +69,8 @@ async function main(argv) {
     case 'health': return runHealth(flags);
     case 'gateway': return gatewayCommand(sub, flags);
     case 'update': return sub === 'status' ? runUpdateStatus(flags) : runUpdate(flags);
-    case 'plugins': return pluginsCommand(sub, flags);
+    case 'plugins': return runPlugins(sub, rest, flags);
+    case 'config': return runConfig(sub, rest, flags);
     case undefined: return flags.help ? (process.stdout.write(USAGE), 0) : usage('');
     default: return usage(`unknown command: ${command}`);
   }

@@ -2,6 +2,8 @@
 // `openclaw gateway start|stop|restart|status`: daemon control for hosts without launchd or
 // systemd. `start` spawns `gateway run` fully detached (own session, stdio to
 // <state>/logs/gateway.log, nothing inherited) so an SSH command that runs it returns at once.
+// It waits until the gateway listens, but like systemd or launchd it exits 0 when the process it
+// started dies at once: the caller learns that from the probes, which nothing answers.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const { getJson } = require('./http-client.js');
@@ -126,10 +128,15 @@ async function start(flags, action = 'start') {
   state.writeFileAtomic(p.pidFile, `${child.pid}\n`);
   const outcome = await waitForListening(child, p);
   child.unref();
+  if (outcome === 'exited') {
+    // Like a service manager: the process was started, so start/restart exit 0 even though it
+    // died at once (refused a downgrade, had no token, crashed); nothing listens.
+    clearPidFiles(p);
+    process.stderr.write(`Gateway process exited during startup; see ${p.logFile}\n${logTail(p.logFile)}\n`);
+    emit(flags, { ok: true, action, pid: child.pid, exited: true }, `Started gateway (pid ${child.pid}), which exited`);
+    return 0;
+  }
   if (outcome !== 'listening') {
-    if (outcome === 'exited') {
-      clearPidFiles(p);
-    }
     process.stderr.write(`Gateway did not start (${outcome}); see ${p.logFile}\n${logTail(p.logFile)}\n`);
     return 1;
   }

@@ -7,7 +7,7 @@
 // exit 1 when an error-level finding exists.
 const faults = require('./faults.js');
 const { installedVersion } = require('./pkg.js');
-const { installedPlugins } = require('./plugins.js');
+const { trackedPlugins } = require('./plugins.js');
 const state = require('./state.js');
 
 const CHECKS_RUN = 35;
@@ -69,8 +69,10 @@ function doctorReport() {
   };
 }
 
+// Drift of the tracked installs (a package npm-installed beside the core is not discovered).
 function driftFindings(version) {
-  return installedPlugins()
+  return trackedPlugins()
+    .filter((plugin) => plugin.status !== 'error')
     .filter((plugin) => plugin.version !== version)
     .map((plugin) => ({
       level: 'warn',

@@ -3,14 +3,20 @@
 // (/healthz, /readyz, /startupz), serves a health snapshot to `openclaw health` on an internal
 // endpoint, and answers every other path (e.g. GET /, POST /hooks/wake) with its version and
 // profile so load-balancer tests can see which backend and which release served a request.
-// Faults are re-read on every request; the version is the one loaded at start (the running one).
+// Faults are re-read on every request; the version is the one loaded at start (the running one),
+// and so are the plugins (tracked installs and enabled bundled ones), until `openclaw plugins ...`
+// asks it to reload them. Like the product it refuses to start without auth (a token), when the
+// config was last written by a newer release (the downgrade guard), or under crash_at_start:
+// it exits and nothing listens.
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
+const { startupRefusal } = require('./config.js');
 const faults = require('./faults.js');
 const { installedVersion, readJsonOr } = require('./pkg.js');
-const { installedPlugins } = require('./plugins.js');
+const { loadedPlugins } = require('./plugins.js');
+const { RELOAD_PATH } = require('./plugins-cli.js');
 const state = require('./state.js');
 
 const HEALTH_PATH = '/__standin/health';
@@ -38,6 +44,8 @@ class Gateway {
     this.served = 0;
     this.loopDelay = monitorEventLoopDelay({ resolution: 20 });
     this.loopDelay.enable();
+    this.plugins = loadedPlugins();
+    this.generation = 1;
   }
 
   uptimeMs() {
@@ -80,7 +88,7 @@ class Gateway {
 
   snapshot(active) {
     const began = Date.now();
-    const plugins = installedPlugins();
+    const plugins = this.plugins.filter((p) => p.origin !== 'bundled');
     const channels = {};
     for (const plugin of plugins) {
       channels[plugin.id] = {
@@ -101,6 +109,7 @@ class Gateway {
       ok: this.failing(active).length === 0,
       ts: Date.now(),
       durationMs: Date.now() - began,
+      plugins: { loaded: this.plugins.map((p) => p.id).sort(), errors: [], unavailable: [] },
       heartbeatSeconds: 60,
       defaultAgentId: 'main',
       agents: [{ id: 'main', name: 'main', isDefault: true }],
@@ -115,11 +124,24 @@ class Gateway {
     };
   }
 
+  authorized(req) {
+    return req.headers.authorization === `Bearer ${this.token}`;
+  }
+
   health(req, active) {
-    if (this.token && req.headers.authorization !== `Bearer ${this.token}`) {
+    if (!this.authorized(req)) {
       return [401, { ok: false, error: 'unauthorized: gateway token mismatch' }];
     }
     return [200, this.snapshot(active)];
+  }
+
+  reloadPlugins(req) {
+    if (req.method !== 'POST' || !this.authorized(req)) {
+      return [401, { ok: false, error: 'unauthorized: gateway token mismatch' }];
+    }
+    this.plugins = loadedPlugins();
+    this.generation += 1;
+    return [200, { ok: true, generation: this.generation, loaded: this.plugins.map((p) => p.id) }];
   }
 
   traffic(req, pathname, active) {
@@ -144,6 +166,8 @@ class Gateway {
         return this.startupz(active);
       case HEALTH_PATH:
         return this.health(req, active);
+      case RELOAD_PATH:
+        return this.reloadPlugins(req);
       default:
         return this.traffic(req, pathname, active);
     }
@@ -218,10 +242,24 @@ function shutdownOnSignals(server, gateway, resolve) {
   process.once('SIGINT', () => stop('SIGINT'));
 }
 
+// Why this gateway must not start (the product's words), or null.
+function refusal(version, host, port, token) {
+  const active = faults.loadFaults();
+  if (faults.isOn('crash_at_start', version, active) || faults.isOn('crash_on_start', version, active)) {
+    return `Gateway failed to start: OpenClaw ${version} crashed during startup (standin fault crash_at_start)`;
+  }
+  if (!token) {
+    return `Gateway failed to start: refusing to bind gateway to ${host}:${port} without auth `
+      + '(set gateway.auth.token/password, or set OPENCLAW_GATEWAY_TOKEN/OPENCLAW_GATEWAY_PASSWORD)';
+  }
+  return null;
+}
+
 async function runGateway(flags) {
   const version = installedVersion();
-  if (faults.isOn('crash_on_start', version)) {
-    process.stderr.write(`Gateway failed to start: OpenClaw ${version} crashed during startup (standin fault crash_on_start)\n`);
+  const downgrade = startupRefusal();
+  if (downgrade) {
+    process.stderr.write(`${downgrade}\n`);
     return 1;
   }
   const port = flags.port !== undefined ? Number.parseInt(flags.port, 10) : state.gatewayPort();
@@ -233,6 +271,11 @@ async function runGateway(flags) {
   } catch (err) {
     process.stderr.write(`openclaw gateway run: ${err.message}\n`);
     return 2;
+  }
+  const refused = refusal(version, host, port, token);
+  if (refused) {
+    process.stderr.write(`${refused}\n`);
+    return 1;
   }
   const gateway = new Gateway({ version, port, bind, token });
   const server = http.createServer((req, res) => gateway.handle(req, res));

@@ -2,10 +2,10 @@
 // A minimal JSON-over-HTTP client for talking to the local gateway (loopback only).
 const http = require('node:http');
 
-function getJson(port, urlPath, { timeoutMs = 10000, headers = {} } = {}) {
+function getJson(port, urlPath, { timeoutMs = 10000, headers = {}, method = 'GET' } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.get(
-      { host: '127.0.0.1', port, path: urlPath, headers, timeout: timeoutMs },
+    const req = http.request(
+      { host: '127.0.0.1', port, path: urlPath, headers, method, timeout: timeoutMs },
       (res) => {
         const chunks = [];
         res.on('data', (chunk) => chunks.push(chunk));
@@ -23,6 +23,7 @@ function getJson(port, urlPath, { timeoutMs = 10000, headers = {} } = {}) {
     );
     req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
     req.on('error', reject);
+    req.end();
   });
 }
 

@@ -41,10 +41,16 @@ function globalPrefix() {
   return path.basename(parent) === 'lib' ? path.dirname(parent) : null;
 }
 
+// The npm beside this Node (a host's PATH may lack it over SSH), else whatever PATH has.
+function npmCommand() {
+  const sibling = path.join(path.dirname(process.execPath), 'npm');
+  return fs.existsSync(sibling) ? sibling : 'npm';
+}
+
 function binPath() {
   return path.join(PKG_DIR, 'bin', 'openclaw.js');
 }
 
 module.exports = {
-  PKG_DIR, readJson, readJsonOr, installedVersion, nodeModulesDir, globalPrefix, binPath,
+  PKG_DIR, readJson, readJsonOr, installedVersion, nodeModulesDir, globalPrefix, binPath, npmCommand,
 };

@@ -1,7 +1,8 @@
 'use strict';
 // Just enough semver to check `engines.node` ranges against `process.version` (the stand-in has
 // no dependencies): comparators >=, <=, >, <, =, ^, ~, x-ranges and partial versions, joined by
-// spaces (and) and `||` (or). Prerelease tags order below their release.
+// spaces (and) and `||` (or). Prerelease tags order below their release. `compareVersions` orders
+// two releases (calendar versions like 2026.9.5 or 2026.5.3-1 are compared as semver).
 
 function parse(text) {
   const m = /^v?(\d+|[xX*])?(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?/.exec(text.trim());
@@ -89,4 +90,8 @@ function satisfies(versionText, range) {
   });
 }
 
-module.exports = { satisfies };
+function compareVersions(a, b) {
+  return compare(parse(a), parse(b));
+}
+
+module.exports = { satisfies, compareVersions };

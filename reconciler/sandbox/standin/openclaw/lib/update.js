@@ -3,23 +3,18 @@
 // The updater of an npm install runs `npm i -g openclaw@V` under the SAME prefix this copy lives
 // in, with the npm registry/config inherited from the environment (npm_config_*). Like the
 // product it refuses, before touching anything, a target whose engines.node this Node does not
-// satisfy. Every run is recorded in <state>/update/last-run.json for `update status`.
+// satisfy. Every run is recorded in <state>/update/last-run.json for `update status`. A successful
+// install rewrites the config, stamped by the version now installed (meta.lastTouchedVersion).
 const { spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
-const fs = require('node:fs');
-const path = require('node:path');
+const { updateConfig } = require('./config.js');
 const daemon = require('./daemon.js');
-const { PKG_DIR, binPath, globalPrefix, installedVersion, readJsonOr } = require('./pkg.js');
+const { PKG_DIR, binPath, globalPrefix, installedVersion, npmCommand, readJsonOr } = require('./pkg.js');
 const { satisfies } = require('./semver-lite.js');
 const state = require('./state.js');
 
 const DEFAULT_TIMEOUT_MS = 20 * 60 * 1000;
 const TAIL_CHARS = 2000;
-
-function npmCommand() {
-  const sibling = path.join(path.dirname(process.execPath), 'npm');
-  return fs.existsSync(sibling) ? sibling : 'npm';
-}
 
 // Runs npm and records the step the way the product's update result does.
 function runStep(name, args, timeoutMs) {
@@ -137,6 +132,7 @@ function performUpdate(flags, base, steps) {
   if (!install.ok) {
     return outcome(base, 'error', after, { reason: 'global-update-failed' });
   }
+  updateConfig(() => {});
   if (!flags['no-restart']) {
     restartIfRunning(steps);
   }
