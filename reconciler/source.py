@@ -5,26 +5,39 @@ checkout), so `validate --ref` and `plan --base --head` see exactly what was com
 A repository holds either one fleet (`fleet.yaml` at the top) or several
 (`fleets/<name>/fleet.yaml`); each fleet's lock sits beside its fleet file and known_hosts
 is found through `ssh.knownHosts`, relative to the fleet file.
+
+Every file is measured before it is read: a file over the spec size cap is not read (nor
+parsed) at all, only recorded in `SpecFiles.too_large` for validation to refuse. So a 50 MB
+fleet.yaml costs a stat, whether it comes from a directory, a git tree or the engine's mirror.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from reconciler import yamlsafe
 from reconciler.errors import PermanentError
 from reconciler.lock import LOCK_FILE
-from reconciler.validate import SpecFiles
+from reconciler.validate import MAX_SPEC_BYTES, SpecFiles
 
 FLEET_FILE = "fleet.yaml"
 
-Reader = Callable[[str], bytes | None]
+
+class TooLarge:
+    """A file left unread: it is over the size cap."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+Reader = Callable[[str], bytes | TooLarge | None]
 
 
 class SourceError(PermanentError):
@@ -44,7 +57,16 @@ def _files(fleet_path: str, read: Reader, root: str = "") -> SpecFiles:
     def shown(rel: str) -> str:
         return posixpath.join(root, rel) if root else rel
 
-    fleet = read(shown(fleet_path))
+    too_large: list[tuple[str, int]] = []
+
+    def bounded(rel: str) -> bytes | None:
+        data = read(shown(rel))
+        if isinstance(data, TooLarge):
+            too_large.append((shown(rel), data.size))
+            return b""
+        return data
+
+    fleet = bounded(fleet_path)
     if fleet is None:
         raise SourceError(f"{shown(fleet_path)}: not found")
     here = posixpath.dirname(fleet_path)
@@ -57,17 +79,19 @@ def _files(fleet_path: str, read: Reader, root: str = "") -> SpecFiles:
         fleet_path=shown(fleet_path),
         fleet=fleet,
         lock_path=shown(lock_path),
-        lock=read(shown(lock_path)),
+        lock=bounded(lock_path),
         known_hosts_path=shown(known_path) if inside else name,
-        known_hosts=read(shown(known_path)) if inside else None,
+        known_hosts=bounded(known_path) if inside else None,
+        too_large=tuple(too_large),
     )
 
 
 def _known_hosts_name(fleet: bytes) -> str:
-    """`ssh.knownHosts` (default `known_hosts`), read leniently: validation comes later."""
+    """`ssh.knownHosts` (default `known_hosts`), read leniently: validation comes later (and
+    reads the same document again from yamlsafe's memo, not from a second parse)."""
     try:
-        doc = YAML(typ="safe").load(fleet)
-    except (YAMLError, ValueError):
+        doc = yamlsafe.load(fleet)
+    except (YAMLError, ValueError):  # UnicodeDecodeError is a ValueError
         return "known_hosts"
     ssh = doc.get("ssh") if isinstance(doc, dict) else None
     name = ssh.get("knownHosts") if isinstance(ssh, dict) else None
@@ -88,11 +112,21 @@ def read_directory(path: Path) -> list[SpecFiles]:
     if not names:
         raise SourceError(f"{path}: no fleet.yaml and no fleets/*/fleet.yaml")
 
-    def read(name: str) -> bytes | None:
+    def read(name: str) -> bytes | TooLarge | None:
         target = Path(name)
-        return target.read_bytes() if target.is_file() else None
+        return _read_file(target) if target.is_file() else None
 
     return [_files(name, read, root.as_posix()) for name in names]
+
+
+def _read_file(path: Path) -> bytes | TooLarge:
+    """The file's bytes, or its size when over the cap (read no further than one byte past it,
+    so a file that grows while it is read is caught too)."""
+    with path.open("rb") as f:
+        data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            return TooLarge(os.fstat(f.fileno()).st_size)
+    return data
 
 
 def open_repo(repo: Path | str) -> pygit2.Repository:
@@ -126,9 +160,11 @@ def read_commit(repo: pygit2.Repository, rev: str) -> tuple[str, list[SpecFiles]
     return str(commit.id), [_files(p, lambda rel: _blob(tree, rel)) for p in paths]
 
 
-def _blob(tree: pygit2.Tree, rel: str) -> bytes | None:
+def _blob(tree: pygit2.Tree, rel: str) -> bytes | TooLarge | None:
     try:
         obj = tree / rel
     except KeyError:
         return None
-    return obj.data if isinstance(obj, pygit2.Blob) else None
+    if not isinstance(obj, pygit2.Blob):
+        return None
+    return TooLarge(obj.size) if obj.size > MAX_SPEC_BYTES else obj.data

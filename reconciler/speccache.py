@@ -28,7 +28,7 @@ from typing import Any
 
 import pydantic
 
-from reconciler import knownhosts, lock, schemas, source, spec, validate, versions
+from reconciler import knownhosts, lock, schemas, source, spec, validate, versions, yamlsafe
 from reconciler.knownhosts import KnownHosts
 from reconciler.lock import parse_lock
 from reconciler.spec import Fleet
@@ -42,7 +42,7 @@ FORMAT = 1
 def validator_digest() -> str:
     """sha256 over the source of the modules whose code decides whether a spec is valid."""
     digest = hashlib.sha256(f"format {FORMAT}".encode())
-    for module in (spec, validate, lock, knownhosts, source, versions, schemas):
+    for module in (spec, validate, yamlsafe, lock, knownhosts, source, versions, schemas):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 

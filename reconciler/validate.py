@@ -10,7 +10,6 @@ lock). Every problem names the file, line, column, JSON path and what was expect
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import re
 import zoneinfo
@@ -20,16 +19,17 @@ from typing import Any
 
 import jsonschema
 import pydantic
-from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from reconciler import spec as s
+from reconciler import yamlsafe
 from reconciler.errors import Problem, SpecError
 from reconciler.knownhosts import KnownHosts
 from reconciler.lock import Lock, parse_lock, spec_digest
 from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
 
-MAX_SPEC_BYTES = 1024 * 1024
+MAX_SPEC_BYTES = yamlsafe.MAX_BYTES
+MAX_PROBLEMS = 100
 
 # What a pattern means, in the words an operator would use.
 _EXPECTED = {
@@ -60,6 +60,9 @@ class SpecFiles:
     lock: bytes | None
     known_hosts_path: str
     known_hosts: bytes | None
+    too_large: tuple[tuple[str, int], ...] = ()
+    """(path, size) of each file left unread because it is over MAX_SPEC_BYTES (its field is
+    then empty): a source checks the size before it reads, so nothing parses such a file."""
 
 
 @dataclass(frozen=True)
@@ -73,45 +76,61 @@ class LoadedSpec:
 
 
 def load(files: SpecFiles, *, require_lock: bool = True) -> LoadedSpec:
-    """Validate one fleet's files; raise SpecError carrying every problem found."""
+    """Validate one fleet's files; raise SpecError carrying the problems found (the first
+    MAX_PROBLEMS of them, then how many more)."""
     raw, problems = _parse_yaml(files)
     if raw is None:
-        raise SpecError(problems)
+        raise refused(problems)
     problems = list(_schema_problems(files.fleet_path, raw))
     if problems:
-        raise SpecError(problems)
+        raise refused(problems)
     try:
         fleet = s.Fleet.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise SpecError(list(_pydantic_problems(files.fleet_path, raw, exc))) from None
+        raise refused(list(_pydantic_problems(files.fleet_path, raw, exc))) from None
     locate = functools.partial(_problem, files.fleet_path, raw)
     problems = list(semantic_problems(fleet, locate))
     known_hosts = _known_hosts(files, fleet, locate, problems)
     lock = _lock(files, fleet, require_lock, problems)
     if problems:
-        raise SpecError(problems)
+        raise refused(problems)
     return LoadedSpec(fleet=fleet, lock=lock, known_hosts=known_hosts, files=files)
+
+
+def refused(problems: list[Problem]) -> SpecError:
+    """The error for `problems`, bounded: a bad spec may hold thousands of the same mistake,
+    and each reader (terminal, status branch, broadcast) needs the first ones and a count."""
+    if len(problems) <= MAX_PROBLEMS:
+        return SpecError(problems)
+    rest = len(problems) - MAX_PROBLEMS
+    last = problems[MAX_PROBLEMS - 1]
+    more = Problem(
+        last.file,
+        "$",
+        f"{rest} more problems not shown (only the first {MAX_PROBLEMS} are reported)",
+    )
+    return SpecError([*problems[:MAX_PROBLEMS], more])
 
 
 # --- YAML -----------------------------------------------------------------------------------
 
 
 def _parse_yaml(files: SpecFiles) -> tuple[Any, list[Problem]]:
-    if len(files.fleet) > MAX_SPEC_BYTES:
-        size = f"{len(files.fleet)} bytes; at most {MAX_SPEC_BYTES} expected"
-        return None, [Problem(files.fleet_path, "$", f"file too large ({size})")]
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
+    if files.too_large:
+        return None, [_too_large(path, size) for path, size in files.too_large]
     try:
-        text = files.fleet.decode("utf-8")
-        raw = yaml.load(io.StringIO(text))
+        raw = yamlsafe.load(files.fleet)
     except UnicodeDecodeError as exc:
         line = files.fleet.count(b"\n", 0, exc.start) + 1
         return None, [
             Problem(files.fleet_path, "$", f"not UTF-8 text ({exc.reason})", line=line, column=None)
         ]
+    except yamlsafe.OutOfBounds as exc:
+        return None, [_bounds_problem(files.fleet_path, exc)]
     except MarkedYAMLError as exc:
         return None, [_yaml_problem(files.fleet_path, exc)]
+    except yamlsafe.TooLarge as exc:
+        return None, [Problem(files.fleet_path, "$", str(exc))]
     except YAMLError as exc:
         return None, [Problem(files.fleet_path, "$", f"YAML error: {exc}")]
     if not isinstance(raw, Mapping):
@@ -120,6 +139,16 @@ def _parse_yaml(files: SpecFiles) -> tuple[Any, list[Problem]]:
         message = f"expected a mapping at the top, got {kind}"
         return None, [Problem(files.fleet_path, "$", message, line=first, column=column)]
     return raw, []
+
+
+def _too_large(path: str, size: int) -> Problem:
+    return Problem(path, "$", f"file too large ({size} bytes; at most {MAX_SPEC_BYTES} expected)")
+
+
+def _bounds_problem(file: str, exc: yamlsafe.OutOfBounds) -> Problem:
+    mark = exc.problem_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+    return Problem(file, "$", str(exc.problem), line=line, column=column)
 
 
 def _kind(value: Any) -> str:
