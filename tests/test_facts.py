@@ -168,7 +168,11 @@ def test_live_npm_trees(make_node: MakeNode, recorder: Recorder) -> None:
 
 
 def test_live_doctor_health_and_probes(make_node: MakeNode, recorder: Recorder) -> None:
-    node, transport = host_with(make_node, "doc", "openclaw@2026.4.3", f"{DISCORD}@2026.4.2")
+    node, transport = host_with(make_node, "doc", "openclaw@2026.4.3")
+    # The product discovers only tracked plugin installs (not one npm-installed beside the core).
+    argv = ["openclaw", "plugins", "install", f"npm:{DISCORD}@2026.4.2", "--pin"]
+    pin = transport.run(argv, timeout=120)
+    assert pin.ok, pin.error_text()
     fleet = fleet_spec(node.registry.url, [node.host()])
     host = fleet.host("doc")
     env = facts.profile_env(host.profiles[0])

@@ -207,6 +207,18 @@ def test_a_gateway_that_never_gets_ready_times_out_typed(make_node: MakeNode) ->
         operations.wait_ready(fleet, host, profile, transport, timeout=1)
     assert time.monotonic() - started < 5
 
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the real product's gateway exits at start while the service manager's restart exits "
+    "0 and nothing answers the probes; the engine sees a transient RestartNotObserved, not a "
+    "typed failure (issue 14)",
+)
+def test_a_gateway_that_crashes_at_start_fails_typed(make_node: MakeNode) -> None:
+    node = make_node("crash")
+    fleet, host, transport = setup(node)
+    operations.install(fleet, host, transport, {"openclaw": "2026.4.3"})
+    profile = host.profiles[0]
     node.set_faults(crash_on_start=True)
     with pytest.raises(CommandFailed, match="crashed during startup"):
         operations.restart(fleet, host, profile, transport)
