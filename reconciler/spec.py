@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
@@ -21,15 +21,21 @@ from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
 API_VERSION: Literal["reconciler.openclaw.ai/v1"] = "reconciler.openclaw.ai/v1"
 
 # Strings that reach a shell or a command line: no whitespace, quotes, `$`, `;`, `|`, `&`,
-# backticks, globs, redirections or newlines.
-SAFE = r"^[A-Za-z0-9._:/@+=,%~-]+$"
+# backticks, globs, redirections or newlines. A single value never starts with `-`, so it can
+# never be read as an option (`service: --host=evil`); only the arguments after the program in
+# an argv the spec writes out in full (restartCommand, LB commands) may be options.
+SAFE = r"^[A-Za-z0-9._:/@+=,%~][A-Za-z0-9._:/@+=,%~-]*$"
+ARG = r"^[A-Za-z0-9._:/@+=,%~-]+$"
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$"
 NPM_NAME = r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$"
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
-ABS_PATH = r"^(/|~/)[A-Za-z0-9._/@+=,%~-]*$"
+# A normalised absolute path (or one under ~): no `.` or `..` segment, no `//`, no trailing `/`.
+_C, _N = "[A-Za-z0-9._@+=,%~-]", "[A-Za-z0-9_@+=,%~-]"  # a path character; one but a dot
+_SEGMENT = rf"({_N}{_C}*|\.{_N}{_C}*|\.\.{_C}+)"  # any name but `.` and `..`
+ABS_PATH = rf"^(/|~/?|~?(/{_SEGMENT})+)$"
 URL = r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%@+=-]*)?$"
-DURATION = r"^[0-9]+(ms|s|m|h)$"
+DURATION = r"^[0-9]{1,12}(ms|s|m|h)$"
 CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 USER = r"^[a-z_][a-z0-9_.-]{0,31}$"
 ZONE = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$"
@@ -44,16 +50,37 @@ NpmName = Annotated[str, Field(pattern=NPM_NAME, max_length=214)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME, max_length=128)]
 AbsPath = Annotated[str, Field(pattern=ABS_PATH, max_length=1024)]
 Url = Annotated[str, Field(pattern=URL, max_length=2048)]
+MAX_DURATION_S = 7 * 86400
+
+
+def _at_most_a_week(value: str | int) -> str | int:
+    if seconds(value) > MAX_DURATION_S:
+        raise ValueError(f"expected a duration of at most 7 days (168h), got {value!r}")
+    return value
+
+
+def _not_an_option(argv: list[str]) -> list[str]:
+    if argv and argv[0].startswith("-"):
+        raise ValueError(f"expected a program to run first, not an option: {argv[0]!r}")
+    return argv
+
+
 Duration = Annotated[
-    Annotated[str, Field(pattern=DURATION)] | Annotated[int, Field(ge=0)],
-    Field(description="seconds, or a string like 30s, 5m, 1h"),
+    Annotated[str, Field(pattern=DURATION)] | Annotated[int, Field(ge=0, le=MAX_DURATION_S)],
+    AfterValidator(_at_most_a_week),
+    Field(description="seconds, or a string like 30s, 5m, 1h; at most 7 days"),
 ]
 Percent = Annotated[int, Field(ge=0, le=100)]
 Weight = Annotated[int, Field(ge=0, le=100, description="LB weight (0-100)")]
-Argv = Annotated[list[SafeStr], Field(min_length=1, max_length=64)]
+Argv = Annotated[
+    list[Annotated[str, Field(pattern=ARG, max_length=256)]],
+    Field(min_length=1, max_length=64),
+    AfterValidator(_not_an_option),
+]
 ArgvTemplate = Annotated[
     list[Annotated[str, Field(pattern=TEMPLATE, max_length=256)]],
     Field(min_length=1, max_length=64),
+    AfterValidator(_not_an_option),
 ]
 
 Role = Literal["canary", "stable", "witness"]

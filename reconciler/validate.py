@@ -33,15 +33,18 @@ MAX_PROBLEMS = 100
 
 # What a pattern means, in the words an operator would use.
 _EXPECTED = {
-    s.SAFE: "a plain value without spaces, quotes or shell metacharacters ($ ; | & ` < > * ?)",
+    s.SAFE: "a plain value without spaces, quotes or shell metacharacters ($ ; | & ` < > * ?), "
+    "not starting with '-'",
+    s.ARG: "a plain value without spaces, quotes or shell metacharacters ($ ; | & ` < > * ?)",
     s.TEMPLATE: "a plain argument without spaces, quotes or shell metacharacters",
     s.NAME: "a lowercase name (a-z, 0-9, '-'; at most 63 characters)",
     s.HOSTNAME: "a host name or IP address",
     s.NPM_NAME: "a valid npm package name such as @openclaw/discord",
     s.ENV_NAME: "an environment variable name (A-Z, 0-9, _)",
-    s.ABS_PATH: "an absolute path (or ~/...) without spaces or shell metacharacters",
+    s.ABS_PATH: "an absolute path (or ~/...) without spaces or shell metacharacters, "
+    "normalised (no '.' or '..' segment, no '//', no trailing '/')",
     s.URL: "an http(s) URL without spaces or shell metacharacters",
-    s.DURATION: "a duration such as 30s, 5m or 1h",
+    s.DURATION: "a duration such as 30s, 5m or 1h (at most 7 days)",
     s.CLOCK: "a time of day HH:MM",
     s.USER: "a POSIX user name (lowercase, no spaces)",
     s.ZONE: "an IANA time zone such as Europe/Berlin",
@@ -285,6 +288,8 @@ def _pydantic_problems(file: str, raw: Any, exc: pydantic.ValidationError) -> It
         pattern = (err.get("ctx") or {}).get("pattern")
         if err["type"] == "string_pattern_mismatch" and pattern in _EXPECTED:
             message = f"{_show(err['input'])} is not valid: expected {_EXPECTED[pattern]}"
+        if err["type"] == "value_error":  # our own validators' words, without pydantic's prefix
+            message = str((err.get("ctx") or {}).get("error", message))
         loc = tuple(p for p in err["loc"] if p != "[key]")
         yield _problem(file, raw, loc, message)
 
