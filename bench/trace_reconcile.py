@@ -34,7 +34,7 @@ _real_sleep = time.sleep
 
 @dataclass
 class Span:
-    kind: str  # "cmd" | "read" | "fetch" | "push" | "sleep"
+    kind: str  # "cmd" | "op" | "read" | "fetch" | "push" | "sleep"
     what: str
     host: str
     thread: str
@@ -101,7 +101,7 @@ def command_kind(argv: Sequence[str]) -> str:
         if "df -Pk" in script:
             return "df"
         return "sh -c"
-    return " ".join(a[:2])
+    return " ".join([Path(a[0]).name, *a[1:2]])  # a service script: its name, not its path
 
 
 _INSTALLED: list[bool] = []
@@ -137,6 +137,26 @@ def install_wrappers() -> None:
 
     wrap_git("fetch", "fetch")
     wrap_git("_push", "push")
+    wrap_agent_ops()
+
+
+AGENT_OPS = ("install", "restart", "await_ready")
+"""FleetAgent methods recorded as `op` spans (per host): where a host's upgrade phases begin
+and end, whatever commands each is made of."""
+
+
+def wrap_agent_ops() -> None:
+    from reconciler.agent import FleetAgent
+
+    def timed(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def method(self: Any, host: Any, *a: Any, **kw: Any) -> Any:
+            with RECORDER.span("op", name, host.name):
+                return original(self, host, *a, **kw)
+
+        return method
+
+    for name in AGENT_OPS:
+        setattr(FleetAgent, name, timed(name, getattr(FleetAgent, name)))
 
 
 def trace(argv: Sequence[str]) -> tuple[int, float, list[Span]]:
