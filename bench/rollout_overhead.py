@@ -25,6 +25,33 @@ says where its wall time went.
 
 Run: `python bench/rollout_overhead.py` (--rounds 5 --hosts 5 --install-delay 2 --ready-delay 1;
 prints markdown tables, writes bench/results/rollout_overhead.json).
+
+`--real`: the same comparison on the released product (`RealWorld`: real sshd hosts, Node 26,
+the real `openclaw`, a gateway under `~/bin/openclaw-service`, token auth, HAProxy), reconciler
+against the floor only (Ansible is skipped: its numbers would say nothing new about the
+product, and each run costs minutes). Per host it reports the seconds of the install, of the
+restart until /readyz answers 200, and of `openclaw doctor --json`, and the reconciler's own
+overhead: (its wall - the floor's) / hosts.
+
+* Forward only, 2026.9.5 -> 2026.9.6, on a FRESH world per way per round (built at 2026.9.5,
+  not timed). A downgrade is not a plain reinstall on the real product (an older binary
+  refuses a config a newer one wrote), so directions cannot alternate; and 9.4 -> 9.5 then
+  9.5 -> 9.6 would compare two different upgrades. A fresh world makes every run the same one.
+* Only the core moves: the spec lists NO plugins (`plugins: {}`). The hosts keep
+  `@openclaw/discord` 2026.9.5 as the product installed it (a tracked install under
+  ~/.openclaw/npm); the reconciler does not yet manage plugins the product's way, and a pinned
+  plugin in the spec would make it reinstall one with npm, work the floor does not do.
+* (a) the reconciler: the fleet adopted first (`--once` at 2026.9.5, not timed), the bump
+  pushed (not timed), then `reconcile --once` timed, run under bench/trace_reconcile.py so its
+  phases per host are read from the trace (FleetAgent.install/restart/await_ready and the host
+  commands); the tracer only records timestamps.
+* (b) the floor: per host, one paramiko connection: drain (HAProxy weight 0, runtime API),
+  `npm install -g --prefix P --registry R` with the reconciler's flags, `openclaw-service
+  restart`, one `node -e` on the host polling /readyz every 20 ms until 200 (as the
+  reconciler's wait does), `openclaw doctor --json`, weight back.
+
+Run: `python bench/rollout_overhead.py --real` (--hosts 2 --rounds 1; about 10 min a round;
+writes bench/results/rollout_overhead_real.json).
 """
 
 from __future__ import annotations
@@ -59,6 +86,7 @@ from benchlib import (
     table,
     write_results,
 )
+from trace_reconcile import print_breakdown
 
 from reconciler.lb.file import WeightsFile
 from reconciler.sandbox.registry import LocalRegistry, publish_standard_catalog
@@ -119,10 +147,12 @@ def running_version(host: WorldHost) -> str | None:
         return None
 
 
-def verify(world: World, version: str, way: str) -> None:
+def verify(
+    world: World, version: str, way: str, packages: tuple[str, ...] = ("openclaw", *PLUGINS)
+) -> None:
     wrong = []
     for host in world.hosts:
-        for package in ("openclaw", *PLUGINS):
+        for package in packages:
             got = installed_version(host, package)
             if got != version:
                 wrong.append(f"{host.name}: {package} is {got}")
@@ -184,8 +214,8 @@ class FloorHost:
         out, err = stdout.read(), stderr.read()
         return stdout.channel.recv_exit_status(), out, err
 
-    def check(self, command: str) -> None:
-        code, _, err = self.sh(command)
+    def check(self, command: str, timeout: float = 300) -> None:
+        code, _, err = self.sh(command, timeout)
         if code != 0:
             raise RuntimeError(f"{self.name}: `{command}` exited {code}: {err.decode()[-1500:]}")
 
@@ -405,6 +435,224 @@ class Ansible:
             )
 
 
+# --- --real: the released product ----------------------------------------------------------
+
+REAL_WAYS = ("reconciler", "floor")
+REAL_SOURCE, REAL_TARGET = "2026.9.5", "2026.9.6"
+REAL_PHASES = ("install", "restart to ready", "doctor")
+REAL_READY_TIMEOUT_S = 300
+NPM_FLAGS = "--no-audit --no-fund --allow-scripts=openclaw --engine-strict"  # the reconciler's
+
+# Exit 0 once GET /readyz on the loopback port argv[1] answers 200, polling every 20 ms (as the
+# reconciler's readiness wait does on the host); exit 1 after argv[2] ms.
+READY_WAIT_JS = (
+    "const [port,ms]=process.argv.slice(1).map(Number);const end=Date.now()+ms;"
+    "const again=()=>{if(Date.now()>end)process.exit(1);setTimeout(poll,20)};"
+    "const poll=()=>{const r=require('http').get({host:'127.0.0.1',port,path:'/readyz',"
+    "timeout:2000},(s)=>{s.resume();if(s.statusCode===200)process.exit(0);again()});"
+    "r.on('error',again);r.on('timeout',()=>r.destroy())};poll();"
+)
+
+
+class Laps:
+    """Seconds between successive `lap(name)` calls, by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+
+
+def real_world(root: Path, way: str, hosts: int) -> Any:
+    """A fresh RealWorld at REAL_SOURCE: `hosts` real sshds, the plugin installed the product's
+    way, gateways ready behind HAProxy (minutes; not measured)."""
+    from reconciler.sandbox.realworld import RealWorld
+
+    prefix = {"reconciler": "rc", "floor": "fl"}[way]
+    names = [f"{prefix}-{i + 1}" for i in range(hosts)]
+    return RealWorld(root, initial=REAL_SOURCE, names=names, steps=(100,))
+
+
+def real_reconcile(argv: list[str], what: str) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return wall
+
+
+def run_reconciler_real(world: World, trace_out: Path) -> tuple[float, float, dict[str, Any]]:
+    """Adopt the fleet (not timed), push the bump (not timed), then one traced `--once`."""
+    world.bump(REAL_SOURCE, {}, message=f"fleet on {REAL_SOURCE}")
+    real_reconcile(world.reconcile_argv(), "adoption")
+    world.bump(REAL_TARGET, {}, message=f"openclaw {REAL_TARGET}")
+    cli = world.reconcile_argv()[3:]  # drop `python -m reconciler`
+    argv = [sys.executable, str(BENCH / "trace_reconcile.py"), "--out", str(trace_out), "--"]
+    before = child_cpu()
+    wall = real_reconcile([*argv, *cli], "traced reconcile --once")
+    trace = json.loads(trace_out.read_text())
+    hosts = {h.name: traced_phases(trace["spans"], h.name) for h in world.hosts}
+    detail = {"hosts": hosts, "breakdown": trace["breakdown"]}
+    return wall, child_cpu() - before, detail
+
+
+def traced_phases(spans: list[dict[str, Any]], host: str) -> dict[str, float]:
+    """One host's phases from the reconciler's trace: its `npm install` of the core, restart
+    (FleetAgent.restart starts) to ready (the last FleetAgent.await_ready ends), and the
+    `openclaw doctor --json` run after the restart (it runs while the gateway starts)."""
+    mine = [x for x in spans if x["host"] == host]
+
+    def of(kind: str, what: str) -> list[dict[str, Any]]:
+        return [x for x in mine if x["kind"] == kind and x["what"] == what]
+
+    restart = min(x["start"] for x in of("op", "restart"))
+    doctors = [x for x in of("cmd", "openclaw doctor") if x["start"] >= restart]
+    return {
+        "install": round(sum(x["end"] - x["start"] for x in of("cmd", "npm install core")), 3),
+        "restart to ready": round(max(x["end"] for x in of("op", "await_ready")) - restart, 3),
+        "doctor": round(doctors[0]["end"] - doctors[0]["start"], 3),
+        "doctor runs": len(of("cmd", "openclaw doctor")),
+    }
+
+
+def run_floor_real(world: World) -> tuple[float, float, dict[str, Any]]:
+    """The floor on the real product: per host, one paramiko connection and nothing else."""
+    started = time.perf_counter()
+    hosts = {host.name: floor_host_real(world, host) for host in world.hosts}
+    return time.perf_counter() - started, 0.0, {"hosts": hosts}
+
+
+def floor_host_real(world: World, host: WorldHost) -> dict[str, float]:
+    assert world.haproxy is not None
+    lb = world.haproxy.driver()
+    laps = Laps()
+    client = FloorHost(world, host)
+    try:
+        laps.lap("connect")
+        lb.set_weight(host.server, 0)
+        laps.lap("drain")
+        prefix, registry = q(str(host.prefix)), q(world.registry.url)
+        install = f"npm install -g --prefix {prefix} --registry {registry} {NPM_FLAGS}"
+        client.check(f"{install} openclaw@{REAL_TARGET}", timeout=900)
+        laps.lap("install")
+        client.check(q(str(host.home / "bin" / "openclaw-service")) + " restart")
+        laps.lap("restart")
+        ready_ms = REAL_READY_TIMEOUT_S * 1000
+        client.check(f"node -e {q(READY_WAIT_JS)} {host.gateway_port} {ready_ms}")
+        laps.lap("wait ready")
+        client.check(f"OPENCLAW_GATEWAY_PORT={host.gateway_port} openclaw doctor --json")
+        laps.lap("doctor")
+        lb.set_weight(host.server, host.weight)
+        laps.lap("weight back")
+    finally:
+        client.close()
+    phases = laps.seconds
+    phases["restart to ready"] = round(phases["restart"] + phases["wait ready"], 3)
+    phases["host total"] = round(sum(v for k, v in phases.items() if k != "restart to ready"), 3)
+    return phases
+
+
+def run_real_way(root: Path, way: str, r: int, args: Any) -> Run:
+    """Build a fresh world for one way, upgrade it, check it, tear it down."""
+    world = real_world(root / f"{way}-{r}", way, args.hosts)
+    try:
+        if way == "reconciler":
+            trace_out = RESULTS / "rollout_overhead_real.trace.json"
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            wall, cpu, detail = run_reconciler_real(world, trace_out)
+        else:
+            wall, cpu, detail = run_floor_real(world)
+        verify(world, REAL_TARGET, way, packages=("openclaw",))
+    finally:
+        world.close()
+        shutil.rmtree(root / f"{way}-{r}", ignore_errors=True)
+    return Run(r, way, REAL_SOURCE, REAL_TARGET, wall, cpu or None, detail)
+
+
+def main_real(args: Any) -> int:
+    start_load_sampler()
+    byte_compile()
+    tmp = Path(tempfile.mkdtemp(prefix="rollout-overhead-real-"))
+    runs: list[Run] = []
+    try:
+        for r in range(1, args.rounds + 1):
+            order = REAL_WAYS if r % 2 else REAL_WAYS[::-1]
+            for way in order:
+                runs.append(run_real_way(tmp, way, r, args))
+                print(f"round {r} {way:<10}: {runs[-1].wall_s:6.1f} s", file=sys.stderr, flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    summary = summarize_real(runs, args.hosts)
+    report_real(runs, summary, args)
+    print()
+    print(load_note())
+    config = {"hosts": args.hosts, "rounds": args.rounds, "source": REAL_SOURCE}
+    config |= {"target": REAL_TARGET, "steps": [100], "soak": "0s", "spec_plugins": {}}
+    config["ansible"] = "skipped with --real"
+    payload = {"config": config, "runs": [asdict(r) for r in runs], "summary": summary}
+    write_results("rollout_overhead_real", payload)
+    return 0
+
+
+def summarize_real(runs: list[Run], n: int) -> dict[str, Any]:
+    """Medians over rounds and hosts: wall per way, each phase per way, and the reconciler's
+    overhead per host ((its wall - the floor's) / hosts, per round)."""
+    per: dict[str, Any] = {}
+    for way in REAL_WAYS:
+        mine = [r for r in runs if r.way == way]
+        hosts = [h for r in mine for h in r.detail["hosts"].values()]
+        phases = {p: median([h[p] for h in hosts]) for p in REAL_PHASES}
+        per[way] = {"n": len(mine), "wall_median_s": median([r.wall_s for r in mine])}
+        per[way] |= {"per_host_s": per[way]["wall_median_s"] / n, "phases_median_s": phases}
+    overheads = []
+    for k in sorted({r.round for r in runs}):
+        walls = {r.way: r.wall_s for r in runs if r.round == k}
+        overheads.append((walls["reconciler"] - walls["floor"]) / n)
+    ratio = per["reconciler"]["wall_median_s"] / per["floor"]["wall_median_s"]
+    return {"ways": per, "overhead_per_host_s": median(overheads), "reconciler/floor": ratio}
+
+
+def report_real(runs: list[Run], summary: dict[str, Any], args: Any) -> None:
+    print(
+        f"Real OpenClaw {REAL_SOURCE} -> {REAL_TARGET} (core only; the plugin stays as "
+        f"installed), {args.hosts} real sshd hosts per way, HAProxy, steps [100], no soak; "
+        f"{args.rounds} round(s), a fresh world per way per round. Ansible: skipped with --real."
+    )
+    print()
+    header = ["way", "round", "host", *[f"{p} s" for p in REAL_PHASES]]
+    rows = [
+        [r.way, r.round, name, *[s(h[p], 1) for p in REAL_PHASES]]
+        for r in runs
+        for name, h in r.detail["hosts"].items()
+    ]
+    print(table(header, rows, "lrl" + "r" * len(REAL_PHASES)))
+    print()
+    rows = []
+    for way in REAL_WAYS:
+        w = summary["ways"][way]
+        phases = [s(w["phases_median_s"][p], 1) for p in REAL_PHASES]
+        rows.append([way, w["n"], s(w["wall_median_s"], 1), s(w["per_host_s"], 1), *phases])
+    header = ["way", "runs", "wall s", "s per host", *[f"{p} s (median)" for p in REAL_PHASES]]
+    print(table(header, rows))
+    print()
+    print(
+        f"Reconciler overhead over the floor: {summary['overhead_per_host_s']:.1f} s per host "
+        f"(reconciler/floor {summary['reconciler/floor']:.2f})."
+    )
+    last = next((r for r in reversed(runs) if r.way == "reconciler"), None)
+    if last is not None:
+        print()
+        print("Where the last reconciler run's wall time went (bench/trace_reconcile.py):")
+        print()
+        print_breakdown(last.detail["breakdown"])
+
+
 # --- the benchmark --------------------------------------------------------------------------
 
 
@@ -460,8 +708,15 @@ def profile(world: World, version: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=5, help="hosts per fleet")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (each runs every way once)")
+    parser.add_argument("--hosts", type=int, help="hosts per fleet (default 5; --real: 2)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds, each runs every way once (default 5; --real: 1)"
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help=f"the released product ({REAL_SOURCE} -> {REAL_TARGET}): reconciler vs floor",
+    )
     parser.add_argument(
         "--install-delay",
         type=float,
@@ -483,6 +738,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
+    args.hosts = args.hosts or (2 if args.real else 5)
+    args.rounds = args.rounds or (1 if args.real else 5)
+    if args.real:
+        return main_real(args)
     start_load_sampler()
     byte_compile()  # time the reconciler as installed, not compiling itself at every start
 
