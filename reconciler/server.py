@@ -13,24 +13,28 @@ or a git forge needs from the daemon:
   peer reconciler can consult it as a health check.
 
 Standard library only (`ThreadingHTTPServer` in a thread): the endpoints are tiny, and the
-daemon's work happens in its scheduler, never in a request. Bodies are bounded before they are
-read, sockets time out, and every handler answers its own errors with a short message (the
+daemon's work happens in its scheduler, never in a request. A misbehaving client cannot take
+the listener down (reconciler.httplimits): each request has one deadline for the whole of it,
+connections are capped (more wait in a deep listen backlog), and what the headers prove forged
+is refused before a byte of its body is read, while bodies read before their signature is
+checked share one memory budget. Every handler answers its own errors with a short message (the
 traceback goes to the log, never to the client). Secrets are never logged or echoed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from reconciler import webhooks
+from reconciler import httplimits, webhooks
 from reconciler.canonical import sha256_of
 from reconciler.metrics import Metrics
 from reconciler.report import status_doc
@@ -94,9 +98,7 @@ def _provider_label(headers: Mapping[str, str]) -> str:
 # --- the server ---------------------------------------------------------------------------------
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _HTTPServer(httplimits.BoundedHTTPServer):
     app: Server
 
 
@@ -119,7 +121,12 @@ class Server:
         max_body: int = webhooks.MAX_BODY_BYTES,
         request_timeout: float = 10.0,
         replay: webhooks.ReplayGuard | None = None,
+        remote: str | None = None,
+        max_connections: int = httplimits.MAX_CONNECTIONS,
+        max_unverified_bytes: int = httplimits.MAX_UNVERIFIED_BYTES,
     ) -> None:
+        """`request_timeout` bounds a whole request, from its first byte to its last; `remote`
+        is the watched repository (a push of another one is ignored; None: any repository)."""
         self.host = host
         self._requested_port = port
         self.secrets = dict(secrets)
@@ -129,6 +136,9 @@ class Server:
         self.max_body = max_body
         self.request_timeout = request_timeout
         self.replay = replay or webhooks.ReplayGuard()
+        self.remote = remote
+        self.max_connections = max_connections
+        self.unverified = httplimits.ByteBudget(max(max_unverified_bytes, max_body))
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -142,6 +152,11 @@ class Server:
         return int(self._httpd.server_address[1])
 
     @property
+    def connections(self) -> int:
+        """Connections being handled now (never more than `max_connections`)."""
+        return self._httpd.slots.in_use if self._httpd is not None else 0
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
@@ -151,7 +166,12 @@ class Server:
             return self
         handler = type("Handler", (_Handler,), {"timeout": self.request_timeout})
         server_class = _HTTPServer6 if ":" in self.host else _HTTPServer
-        httpd = server_class((self.host, self._requested_port), handler)
+        httpd = server_class(
+            (self.host, self._requested_port),
+            handler,
+            max_connections=self.max_connections,
+            wait_s=self.request_timeout,
+        )
         httpd.app = self
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -165,6 +185,7 @@ class Server:
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
+        httpd.stopping.set()
         httpd.shutdown()
         httpd.server_close()
         if thread is not None:
@@ -188,6 +209,13 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def app(self) -> Server:
         return self.server.app
+
+    def setup(self) -> None:
+        """The connection's reads share one deadline: the whole request, not each read."""
+        self.body_unread = True
+        super().setup()
+        self.rfile.close()
+        self.rfile = httplimits.deadline_reader(self.connection, self.app.request_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -240,14 +268,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _hook(self) -> None:
         headers = webhooks.lower_headers(self.headers)
         try:
-            webhooks.check_envelope(headers, self._length(), self.app.max_body)
-            body = self._read_body()
-            event = webhooks.verify(
-                headers, body, self.app.secrets, self.app.replay, max_body=self.app.max_body
-            )
+            self._refuse_from_headers(headers)
+            with self._unverified_body() as body:
+                event = webhooks.verify(
+                    headers, body, self.app.secrets, self.app.replay, max_body=self.app.max_body
+                )
+            if self.app.remote is not None:
+                webhooks.check_repository(event, self.app.remote)
         except webhooks.Rejected as exc:
             self._rejected(_provider_label(headers), exc)
             return
+        self._triggered(event, body)
+
+    def _triggered(self, event: webhooks.PushEvent, body: bytes) -> None:
         try:
             fleets = list(self.app.trigger(event.branch, event.repository_urls))
         except Exception:
@@ -267,14 +300,18 @@ class _Handler(BaseHTTPRequestHandler):
         doc = {"provider": event.provider, "branch": event.branch, "after": event.after}
         self._send_json(202, {**doc, "triggered": fleets})
 
+    def _refuse_from_headers(self, headers: Mapping[str, str]) -> None:
+        """Refuse what the headers alone refuse, before a byte of the body is read."""
+        provider = webhooks.check_envelope(headers, self._length(), self.app.max_body)
+        webhooks.authenticate_headers(provider, headers, self.app.secrets)
+
     def _rejected(self, provider: str, exc: webhooks.Rejected) -> None:
         level = logging.INFO if exc.status == 202 else logging.WARNING
         log.log(level, "webhook from %s: %d %s", self.address_string(), exc.status, exc.reason)
         self.app.metrics.observe_webhook(provider, exc.status)
         body = {"ignored": exc.reason} if exc.status == 202 else {"error": exc.reason}
-        if exc.status in (411, 413):
-            self.close_connection = True  # the unread body must not be parsed as a request
         self._send_json(exc.status, body)
+        self._discard_body()
 
     # --- bodies ------------------------------------------------------------------------------
 
@@ -287,24 +324,47 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return -1
 
-    def _read_body(self) -> bytes:
+    @contextlib.contextmanager
+    def _unverified_body(self) -> Iterator[bytes]:
+        """The body, read within the memory budget for bodies not yet verified (503 when the
+        budget is spent: other connections hold it until they are verified or time out)."""
         length = self._length() or 0
+        if not self.app.unverified.reserve(length):
+            raise webhooks.Rejected(503, "too many unverified bodies in flight; retry later")
+        try:
+            yield self._read_body(length)
+        finally:
+            self.app.unverified.release(length)
+
+    def _read_body(self, length: int) -> bytes:
+        self.body_unread = False
         try:
             body = self.rfile.read(length)
-        except OSError:  # the client sent less than it announced, then went quiet
+        except OSError:  # sent less than announced and went quiet, or past the deadline
             self.close_connection = True
             raise webhooks.Rejected(400, "body shorter than Content-Length") from None
         if len(body) != length:
             raise webhooks.Rejected(400, "body shorter than Content-Length")
         return body
 
-    def _drain_and_answer(self, status: int, doc: dict[str, Any]) -> None:
-        length = self._length() or 0
-        if 0 < length <= self.app.max_body:
-            self.rfile.read(length)
-        else:
+    def _discard_body(self) -> None:
+        """After the answer, read and drop a body that was never read, in small pieces (none
+        of it is kept), so that the answer reaches a client still sending it; a body too large,
+        or not sent within the request's deadline, closes the connection instead."""
+        if not self.body_unread:
+            return
+        self.body_unread = False
+        length = self._length()
+        left = -1 if length is None else length  # no length: the body's end is unknown
+        with contextlib.suppress(OSError):
+            while 0 < left <= self.app.max_body and (chunk := self.rfile.read1(min(left, 65536))):
+                left -= len(chunk)
+        if left:
             self.close_connection = True
+
+    def _drain_and_answer(self, status: int, doc: dict[str, Any]) -> None:
         self._send_json(status, doc)
+        self._discard_body()
 
     # --- answers -----------------------------------------------------------------------------
 
@@ -322,6 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         try:
+            self.connection.settimeout(self.app.request_timeout)  # reads may have left less
             self.send_response(status, HTTPStatus(status).phrase)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -160,6 +161,30 @@ def authentic(provider: Provider, headers: Mapping[str, str], body: bytes, secre
     return bool(given) and _same(given, secret.decode("utf-8", "surrogateescape"))
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def authenticate_headers(
+    provider: Provider, headers: Mapping[str, str], secrets: Mapping[str, bytes]
+) -> None:
+    """401 for what the headers alone prove forged, so that no byte of its body is read: no
+    secret for the provider, a GitLab token that is wrong, a GitHub or Gitea signature that
+    is not even shaped like one (64 hex digits)."""
+    secret = secrets.get(provider)
+    if not secret:
+        raise Rejected(401, f"no {provider} webhook secret configured")
+    if provider == "gitlab":
+        if not authentic(provider, headers, b"", secret):
+            raise Rejected(401, "bad or missing gitlab signature")
+        return
+    header = "x-hub-signature-256" if provider == "github" else "x-gitea-signature"
+    given = headers.get(header, "").strip().lower()
+    if provider == "github":
+        given = given.removeprefix("sha256=") if given.startswith("sha256=") else ""
+    if not _HEX64.fullmatch(given):
+        raise Rejected(401, f"bad or missing {provider} signature")
+
+
 def authenticate(
     provider: Provider, headers: Mapping[str, str], body: bytes, secrets: Mapping[str, bytes]
 ) -> None:
@@ -246,6 +271,8 @@ def _payload(provider: Provider, headers: Mapping[str, str], body: bytes) -> dic
             form = urllib.parse.parse_qs(text, max_num_fields=20, strict_parsing=True)
             text = form["payload"][0]
         doc = json.loads(text)
+    except RecursionError:
+        raise Rejected(400, f"malformed {provider} payload: nested too deep") from None
     except (UnicodeDecodeError, ValueError, KeyError, IndexError) as exc:
         raise Rejected(400, f"malformed {provider} payload: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
@@ -359,3 +386,12 @@ def same_repository(remote: str, repository_urls: Sequence[str]) -> bool:
     (under any of its spellings: https, ssh, scp-like)."""
     key = repository_key(remote)
     return any(repository_key(u) == key for u in repository_urls)
+
+
+def check_repository(event: PushEvent, remote: str) -> None:
+    """202 (accepted, ignored) for a push of another repository than the watched `remote`: one
+    secret often signs a whole organisation's hooks, and a push of any of its repositories to
+    a branch of the watched name must not trigger a pass."""
+    if not same_repository(remote, event.repository_urls):
+        shown = event.repository[:100] or "a repository without URLs"
+        raise Rejected(202, f"ignored: a push of {shown}, not of the watched repository")
