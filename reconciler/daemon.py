@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from reconciler import redact
 from reconciler.config import Config
 from reconciler.engine import Engine, PassResult
 from reconciler.errors import PermanentError, ReconcilerError, RetriesExhausted, TemporaryError
@@ -312,8 +313,10 @@ def run_daemon(config: Config, signatures: SignaturePolicy | None = None) -> int
         trigger=on_push,
         readiness=readiness,
         metrics=metrics,
+        remote=config.remote,
     ).start()
-    log.info("reconciling %s from %s (%s)", ", ".join(workers), config.remote, server.url)
+    shown = redact.url(config.remote)
+    log.info("reconciling %s from %s (%s)", ", ".join(workers), shown, server.url)
     _on_signals(stop, workers.values())
     scheduler.start()
     stop.wait()

@@ -23,6 +23,7 @@ from typing import Any
 
 import pygit2
 
+from reconciler import redact
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ def _disk_error(exc: BaseException) -> str | None:
         return exc.strerror or os.strerror(exc.errno)
     text = str(exc)
     return next((words for words in _DISK_ERRORS if words in text), None)
+
+
+def _said(exc: BaseException) -> str:
+    """What libgit2 said, with any URL's userinfo hidden (its messages may quote the remote)."""
+    return redact.text(str(exc))
 
 
 @contextlib.contextmanager
@@ -133,6 +139,7 @@ class GitStore:
         keypair: pygit2.Keypair | None = None,
     ) -> None:
         self.remote_url = remote_url
+        self.shown_url = redact.url(remote_url)  # for messages: never the token in the URL
         self.branch = branch
         self.status_branch = status_branch
         self.identity = identity or Identity()
@@ -149,7 +156,7 @@ class GitStore:
     def _open(self, cache_dir: Path) -> pygit2.Repository:
         with _cache_write(
             lambda why: (
-                f"cache {cache_dir}: cannot create the mirror of {self.remote_url}: "
+                f"cache {cache_dir}: cannot create the mirror of {self.shown_url}: "
                 f"{why}; free space there (or point --cache elsewhere) and run again"
             )
         ):
@@ -183,7 +190,7 @@ class GitStore:
 
         def says(why: str) -> str:
             return (
-                f"fetch from {self.remote_url} into the cache {self.repo.path} failed: {why}; "
+                f"fetch from {self.shown_url} into the cache {self.repo.path} failed: {why}; "
                 "free space there and run again (nothing was applied)"
             )
 
@@ -191,7 +198,7 @@ class GitStore:
             with _cache_write(says), self._lock:
                 self.repo.remotes["origin"].fetch(specs, callbacks=_Callbacks(keypair=self.keypair))
         except pygit2.GitError as exc:  # not a local write: the remote
-            raise RemoteUnavailable(f"fetch from {self.remote_url} failed: {exc}") from None
+            raise RemoteUnavailable(f"fetch from {self.shown_url} failed: {_said(exc)}") from None
 
     def _ref(self, name: str) -> pygit2.Commit | None:
         ref = self.repo.references.get(f"refs/remotes/origin/{name}")
@@ -305,7 +312,7 @@ class GitStore:
             self._push_error = (
                 exc
                 if isinstance(exc, ReconcilerError)
-                else RemoteUnavailable(f"push to {self.remote_url} failed: {exc}")
+                else RemoteUnavailable(f"push to {self.shown_url} failed: {_said(exc)}")
             )
             raise self._push_error from exc
         self._remote_oid = oid
@@ -383,9 +390,10 @@ class GitStore:
                 or "compare-and-swap" in str(exc)
             ):
                 raise StatusConflict(
-                    f"status branch moved: {'; '.join(callbacks.rejected) or exc}", delay=0.0
+                    f"status branch moved: {'; '.join(callbacks.rejected) or _said(exc)}",
+                    delay=0.0,
                 ) from None
-            raise RemoteUnavailable(f"push to {self.remote_url} failed: {exc}") from None
+            raise RemoteUnavailable(f"push to {self.shown_url} failed: {_said(exc)}") from None
         if callbacks.rejected:
             raise StatusConflict("; ".join(callbacks.rejected), delay=0.0)
         self.set_local_ref(

@@ -2,8 +2,14 @@
 
 A broadcast must never block a restore: `Broadcaster.notify` only queues the event; a worker
 thread delivers it with retries and backoff, and what could not be delivered is kept (and
-reported by `flush`) instead of being lost. Secrets (webhook secrets, URLs with tokens) come
-from the environment or files and never appear in an event or a log line.
+reported by `flush`) instead of being lost. The worker survives any error of a delivery: one
+bad target must not silence the broadcasts after it.
+
+Secrets (webhook secrets, URLs with tokens) come from the environment or files and never appear
+in an event, a log line or a repr. A Slack or webhook URL is a secret as a whole (its path is
+the token), so it is never printed, not even inside an error from urllib: a target is named by
+its type and the variable it came from. A URL read from the environment is checked when the
+sinks are built, as the spec's own `url` is when the spec is validated.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import urllib.error
@@ -25,7 +32,8 @@ from typing import Literal, Protocol
 
 from pydantic import Field
 
-from reconciler.spec import Model, Notification
+from reconciler import redact
+from reconciler.spec import URL, Model, Notification
 
 log = logging.getLogger(__name__)
 EventKind = Literal["failure", "success", "drift", "gate"]
@@ -78,8 +86,8 @@ def sign(secret: bytes, body: bytes) -> str:
 class WebhookSink:
     """A generic JSON webhook; the body is HMAC-SHA256 signed when a secret is configured."""
 
-    url: str
-    secret: bytes | None
+    url: str = field(repr=False)
+    secret: bytes | None = field(repr=False)
     events: Sequence[str]
     name: str = "webhook"
 
@@ -95,7 +103,7 @@ class WebhookSink:
 class SlackSink:
     """A Slack-compatible incoming webhook (`{"text": ...}`)."""
 
-    url: str
+    url: str = field(repr=False)
     events: Sequence[str]
     name: str = "slack"
 
@@ -115,13 +123,39 @@ class SlackSink:
         _post(self.url, body, {"Content-Type": "application/json"}, timeout)
 
 
+MAX_URL = 2048
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a broadcast target (the spec's URL rule: http or https, a host, no
+    spaces or quotes), without quoting it; None when it can."""
+    if len(url) > MAX_URL:
+        return f"longer than {MAX_URL} characters"
+    if not re.match(URL, url):
+        return "not an http:// or https:// URL with a host (and no spaces or quotes)"
+    return None
+
+
+def _env_url(n: Notification) -> str | None:
+    """The URL a notification reads from its `urlEnv`, when set and valid; else None, with an
+    error that names the variable and never its value."""
+    value = os.environ.get(n.url_env or "", "")
+    if not value:
+        log.warning("notification %s: %s is not set; skipped", n.type, n.url_env)
+        return None
+    problem = url_problem(value)
+    if problem is not None:
+        log.error("notification %s: %s is %s; skipped", n.type, n.url_env, problem)
+        return None
+    return value
+
+
 def sinks_from_spec(notifications: Sequence[Notification]) -> list[Sink]:
     """Build sinks, reading URLs and secrets from the environment or files named in the spec."""
     sinks: list[Sink] = []
     for n in notifications:
-        url = n.url or os.environ.get(n.url_env or "", "")
+        url = n.url or _env_url(n)
         if not url:
-            log.warning("notification %s: %s is not set; skipped", n.type, n.url_env)
             continue
         if n.type == "slack":
             sinks.append(SlackSink(url=url, events=n.events))
@@ -161,6 +195,8 @@ class Broadcaster:
             sink, event = self._queue.get()
             try:
                 self._deliver(sink, event)
+            except Exception as exc:  # the worker outlives any one delivery
+                log.error("broadcast to %s: %s", sink.name, _described(exc, sink))
             finally:
                 self._queue.task_done()
 
@@ -169,11 +205,13 @@ class Broadcaster:
         for attempt in range(self.attempts):
             try:
                 sink.deliver(event, self.timeout_s)
-            except (OSError, urllib.error.URLError) as exc:
-                error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            except Exception as exc:
+                error = _described(exc, sink)
                 log.warning(
                     "broadcast to %s failed (attempt %d): %s", sink.name, attempt + 1, error
                 )
+                if not isinstance(exc, OSError):  # a bad target, not a bad moment: no retry
+                    break
                 time.sleep(self.backoff_s * 2**attempt)
                 continue
             self.delivered.append((sink.name, event))
@@ -186,6 +224,12 @@ class Broadcaster:
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.05)
         return not self._queue.unfinished_tasks
+
+
+def _described(exc: BaseException, sink: Sink) -> str:
+    """The error's type and words, with the sink's URL (a secret) and any userinfo hidden."""
+    words = str(getattr(exc, "reason", None) or exc)
+    return f"{type(exc).__name__}: {redact.text(words, getattr(sink, 'url', ''))}"
 
 
 class Recorder:
