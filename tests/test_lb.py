@@ -449,7 +449,7 @@ def lbctl(tmp_path: Path) -> Iterator[Callable[..., CommandLB]]:
         if stats:
             commands["stats"] = [*base, "stats"]
         env = {"PATH": "/usr/bin:/bin", "LBCTL_MODE": mode}
-        return CommandLB(commands, timeout=timeout, env=env)
+        return CommandLB(commands, timeout=timeout, env=env, pass_env=["LBCTL_MODE"])
 
     yield make
     for pid_file in pids:  # nothing the driver started may outlive a test

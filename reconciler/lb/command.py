@@ -7,6 +7,11 @@ names an argv for `get` (prints `{"server": weight, ...}` or `{"servers": {...}}
 becomes part of exactly one argument, whatever it contains, and names are checked anyway. Each
 run has a timeout (the process group is killed when it passes) and a bound on its output, and
 every error names the command and the tail of its stderr.
+
+The command gets a small environment of its own, not the daemon's: the daemon holds webhook
+secrets, registry tokens and SSH agent sockets in its environment, and an LB script has no use
+for them. It sees PATH, HOME and LANG (as the daemon has them), plus exactly the variables its
+configuration names (`pass_env`), and nothing else.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 _ALLOWED = {"get": set(), "set": {"{server}", "{weight}"}, "stats": set()}
 Operation = Literal["get", "set", "stats"]
 _SERVER = re.compile(r"[A-Za-z0-9._:@+=,%~-]{1,256}")
+BASE_ENV = ("PATH", "HOME", "LANG")
+"""What every command sees of the daemon's environment."""
 
 
 class CommandLB:
@@ -41,10 +48,13 @@ class CommandLB:
         *,
         timeout: float = 10.0,
         env: Mapping[str, str] | None = None,
+        pass_env: Sequence[str] = (),
     ) -> None:
+        """`env`: the environment to pick from (the daemon's own by default); the commands get
+        BASE_ENV and `pass_env` of it, nothing else."""
         self.commands = {str(op): list(argv) for op, argv in commands.items()}
         self.timeout = timeout
-        self.env = dict(env) if env is not None else None
+        self.env = command_env(os.environ if env is None else env, pass_env)
         _check_templates(self.commands)
 
     # --- the interface -------------------------------------------------------------------
@@ -112,6 +122,12 @@ class CommandLB:
             code = proc.returncode
             raise LBError(f"command driver: {op} `{_show(argv)}` exited {code}: {tail or '-'}")
         return out.decode(errors="replace")
+
+
+def command_env(environ: Mapping[str, str], pass_env: Sequence[str] = ()) -> dict[str, str]:
+    """The environment of a command: BASE_ENV and the names in `pass_env`, where set."""
+    names = dict.fromkeys((*BASE_ENV, *pass_env))
+    return {name: environ[name] for name in names if name in environ}
 
 
 class _Overrun(Exception):
