@@ -70,7 +70,7 @@ def _files(fleet_path: str, read: Reader, root: str = "") -> SpecFiles:
     if fleet is None:
         raise SourceError(f"{shown(fleet_path)}: not found")
     here = posixpath.dirname(fleet_path)
-    name = _known_hosts_name(fleet)
+    name = _known_hosts_name(fleet) if not too_large else "known_hosts"
     known_path = posixpath.normpath(posixpath.join(here, name))
     # Pinned keys must live in the reviewed spec tree: no absolute path, no way out of it.
     inside = not posixpath.isabs(name) and not known_path.startswith("..")

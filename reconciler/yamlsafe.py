@@ -31,7 +31,7 @@ MAX_NODES = 50_000
 MAX_DEPTH = 32
 MAX_DIGITS = 64
 
-_BREAKS = ("\r\n", "\n", "\r", "\x85", "\u2028", "\u2029")
+_BREAKS = ("\n", "\r", "\x85", "\u2028", "\u2029")  # "\r\n" is one break: see line_count
 
 
 class TooLarge(YAMLError):
