@@ -19,12 +19,19 @@ import pytest
 from reconciler import facts, operations
 from reconciler.connect import transport_for
 from reconciler.documents import Installed
-from reconciler.errors import CommandFailed, CommandTimeout, HostUnreachable, MissingBinary
+from reconciler.errors import (
+    CommandTimeout,
+    HostUnreachable,
+    MissingBinary,
+    PermanentError,
+    TemporaryError,
+)
 from reconciler.operations import (
     GatewayNotReady,
     InstallVerificationFailed,
     NodeEngineUnsupported,
     PluginIncompatible,
+    RestartNotObserved,
     RunningVersionMismatch,
 )
 from reconciler.readiness import observe_all
@@ -208,20 +215,19 @@ def test_a_gateway_that_never_gets_ready_times_out_typed(make_node: MakeNode) ->
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the real product's gateway exits at start while the service manager's restart exits "
-    "0 and nothing answers the probes; the engine sees a transient RestartNotObserved, not a "
-    "typed failure (issue 14)",
-)
-def test_a_gateway_that_crashes_at_start_fails_typed(make_node: MakeNode) -> None:
+def test_a_gateway_that_dies_at_start_is_red_not_retried(make_node: MakeNode) -> None:
+    """As the real product does: the service's restart exits 0, the gateway exits at start
+    and nothing answers. That is a permanent error (the engine restores the host at once),
+    never a temporary one retried with the host drained and down."""
     node = make_node("crash")
     fleet, host, transport = setup(node)
     operations.install(fleet, host, transport, {"openclaw": "2026.4.3"})
     profile = host.profiles[0]
-    node.set_faults(crash_on_start=True)
-    with pytest.raises(CommandFailed, match="crashed during startup"):
-        operations.restart(fleet, host, profile, transport)
+    node.set_faults(crash_at_start=True)
+    with pytest.raises(RestartNotObserved, match="no new gateway answered") as caught:
+        operations.restart(fleet, host, profile, transport, timeout=2)
+    assert isinstance(caught.value, PermanentError)
+    assert not isinstance(caught.value, TemporaryError)
 
 
 def test_restart_commands_per_service_manager(make_node: MakeNode) -> None:
