@@ -27,7 +27,7 @@ from ruamel.yaml.events import AliasEvent
 
 MAX_BYTES = 1024 * 1024
 MAX_LINES = 50_000
-MAX_NODES = 50_000
+MAX_NODES = 20_000
 MAX_DEPTH = 32
 MAX_DIGITS = 64
 
