@@ -242,6 +242,7 @@ def _stop_on_signals() -> threading.Event:
         if stop.is_set():
             sys.exit(128 + signum)
         stop.set()
+        print("stopping after the step in hand (a second signal stops at once)", file=sys.stderr)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -261,6 +261,7 @@ def test_sigterm_mid_step_then_a_host_reboots_mid_install(h: Harness) -> None:
         # A first SIGTERM asks for a stop after the step in hand, which is stuck; the second
         # (a supervisor losing patience) stops it at once: exit 128 + 15, the command killed.
         live.signal(signal.SIGTERM)
+        live.wait_for("stopping after the step in hand")
         live.signal(signal.SIGTERM)
         stopped = h.finish(live, timeout=30)
         assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
