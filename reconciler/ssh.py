@@ -56,6 +56,7 @@ from .errors import (
     HostUnreachable,
     MissingBinary,
 )
+from .knownhosts import KnownHosts
 from .transport import (
     DEFAULT_MAX_OUTPUT,
     BoundedBuffer,
@@ -100,19 +101,29 @@ _READ_SCRIPT = (
 class _RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
     """Refuses every host whose key known_hosts does not list (paramiko calls this)."""
 
-    def __init__(self, host: str, known_hosts: Path) -> None:
+    def __init__(self, host: str, known_hosts: Path, known: KnownHosts) -> None:
         self.host = host
         self.known_hosts = known_hosts
+        self.known = known
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        if self.known.is_revoked(key):
+            raise HostKeyError(self.host, _revoked(hostname, key, self.known_hosts))
         raise HostKeyError(
             self.host,
             f"unknown host key: {hostname} offered {key.get_name()} {key.fingerprint}, "
             f"which {self.known_hosts} does not list; verify the key out of band and add it "
             "to known_hosts (refusing to connect)",
         )
+
+
+def _revoked(hostname: str, key: paramiko.PKey, known_hosts: Path) -> str:
+    return (
+        f"REVOKED host key: {hostname} offered {key.get_name()} {key.fingerprint}, which "
+        f"{known_hosts} marks @revoked (refusing to connect)"
+    )
 
 
 @dataclass
@@ -190,6 +201,7 @@ class SSHTransport:
         self.port = port
         self.user = user
         self.known_hosts = known_hosts
+        self._known = KnownHosts.parse(b"")
         self.key_file = key_file
         self.use_agent = use_agent
         self.connect_timeout = connect_timeout
@@ -382,12 +394,16 @@ class SSHTransport:
         pkey = self._load_key()
         client = paramiko.SSHClient()
         try:
-            client.get_host_keys().load(str(self.known_hosts))
+            known = KnownHosts.parse(self.known_hosts.read_bytes())
         except OSError as exc:
             raise HostKeyError(
                 self.host, f"cannot read known_hosts {self.known_hosts}: {exc.strerror or exc}"
             ) from exc
-        client.set_missing_host_key_policy(_RejectUnknownHostKey(self.host, self.known_hosts))
+        client.get_host_keys().update(known.pinned())  # a revoked key is never trusted
+        self._known = known
+        client.set_missing_host_key_policy(
+            _RejectUnknownHostKey(self.host, self.known_hosts, known)
+        )
         sock = self._open_socket()
         try:
             client.connect(
@@ -417,6 +433,8 @@ class SSHTransport:
         """Translate what paramiko raised during connect into our typed host errors."""
         if isinstance(exc, HostKeyError):
             return exc
+        if isinstance(exc, paramiko.BadHostKeyException) and self._known.is_revoked(exc.key):
+            return HostKeyError(self.host, _revoked(self.target, exc.key, self.known_hosts))
         if isinstance(exc, paramiko.BadHostKeyException):
             return HostKeyError(
                 self.host,

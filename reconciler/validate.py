@@ -443,11 +443,27 @@ def _known_hosts(
         )
         return KnownHosts.parse(b"")
     known = KnownHosts.parse(files.known_hosts)
+    where = files.known_hosts_path
+    for line, marker in known.unsupported:
+        problems.append(
+            Problem(
+                where,
+                "$",
+                f"{marker} is not supported: pin each host's own key (only @revoked is read)",
+                line=line,
+            )
+        )
     for i, host in enumerate(fleet.hosts):
-        if host.transport == "ssh" and not known.has(host.address, host.port):
-            entry = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+        if host.transport != "ssh":
+            continue
+        entry = known.entry_name(host.address, host.port)
+        if not known.has(host.address, host.port):
+            problems.append(locate(("hosts", i, "address"), f"no key for {entry} in {where}"))
+        elif known.revoked_for(host.address, host.port):
             problems.append(
-                locate(("hosts", i, "address"), f"no key for {entry} in {files.known_hosts_path}")
+                locate(
+                    ("hosts", i, "address"), f"the key pinned for {entry} is @revoked in {where}"
+                )
             )
     return known
 
