@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from reconciler.transport import Transport
 from reconciler.validate import LoadedSpec
 
 SKILLS_DIR = ".openclaw/skills"
+SKILL_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
 T = TypeVar("T")
 
 
@@ -248,7 +250,31 @@ class FleetAgent:
                 links[path] = target.text().strip()
         return links
 
-    def restore_skill_links(self, host: Host, links: Mapping[str, str]) -> None:
+    def restore_skill_links(self, host: Host, links: Mapping[str, str]) -> list[str]:
         t = self.transport(host)
+        home = facts.resolve_home(t, timeout=self._quick())
+        refused = []
         for path, target in links.items():
+            why = skill_link_problem(home, path, target)
+            if why is not None:
+                refused.append(f"{path} -> {target}: {why}")
+                continue
             t.run(["ln", "-sfn", target, path], timeout=self._quick())
+        return refused
+
+
+def skill_link_problem(home: str, path: str, target: str) -> str | None:
+    """Why a skill link read back from the status branch (which anyone who can push may
+    write) must not be made, or None: the link must be a plain name directly in the skills
+    directory, and its target a normalised path inside the product's state
+    (`~/.openclaw` or a profile's `~/.openclaw-<name>`)."""
+    skills = posixpath.join(home, SKILLS_DIR)
+    name = path[len(skills) + 1 :] if path.startswith(skills + "/") else ""
+    if not SKILL_NAME.fullmatch(name) or name in (".", ".."):
+        return f"not a link directly in {skills}"
+    state = posixpath.join(home, ".openclaw")
+    if posixpath.normpath(target) != target or not (
+        target.startswith(state + "/") or target.startswith(state + "-")
+    ):
+        return f"target outside the product's state ({state}, {state}-<profile>)"
+    return None

@@ -112,7 +112,10 @@ class HostAgent(Protocol):
 
     def skill_links(self, host: Host) -> dict[str, str]: ...
 
-    def restore_skill_links(self, host: Host, links: Mapping[str, str]) -> None: ...
+    def restore_skill_links(self, host: Host, links: Mapping[str, str]) -> list[str]:
+        """Make the links a bookmark recorded; returns those refused (and why): a path or
+        target outside the product's state is never made."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -382,7 +385,7 @@ class Executor:
         current = self.agent.observe(host, lb_weights=self.lb.weights(), use_lock=False)
         if _pins_differ(current.installed, pins):
             self.agent.install(host, pins, prefer_offline=True)
-        self.agent.restore_skill_links(host, bookmark.skill_links)
+        refused = self.agent.restore_skill_links(host, bookmark.skill_links)
         self.agent.restart(host)
         timeout = seconds(self.fleet.rollout.probe_timeout)
         doc = self._wait_green(host, timeout, use_lock=False)
@@ -396,9 +399,10 @@ class Executor:
         servers = host_weights(host, 100)
         weights = {s: bookmark.lb_weights.get(s, w) for s, w in servers.items()}
         lbmod.apply_weights(self.lb, weights)
+        kept_out = f"; refused skill links from the bookmark: {'; '.join(refused)}"
         return Outcome(
             subject=f"{host.name}: restored to openclaw {prior.core} "
-            f"from bookmark {bookmark.seq}, weights {weights}",
+            f"from bookmark {bookmark.seq}, weights {weights}" + (kept_out if refused else ""),
             host_phase="RolledBack",
             readiness={host.name: doc},
             weights=weights,
