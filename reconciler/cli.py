@@ -8,6 +8,7 @@ Exit codes are part of the interface, because CI and bots read them:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import __version__, render, schemas, source
+from reconciler.config import ConfigError
 from reconciler.errors import LockError, Problem, ReconcilerError, SpecError
+from reconciler.spec import NAME
 from reconciler.validate import LoadedSpec, SpecFiles, load
 
 if TYPE_CHECKING:
@@ -333,9 +336,18 @@ def cmd_lb(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fleet_arg(text: str) -> str:
+    """A fleet name as the spec allows it (it becomes a path on the status branch)."""
+    if not re.fullmatch(NAME, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a fleet name (lower-case letters, digits and '-', at most 63)"
+        )
+    return text
+
+
 def _add_remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", required=True, help="spec repository URL or path")
-    p.add_argument("--fleet", required=True, help="fleet name")
+    p.add_argument("--fleet", required=True, type=_fleet_arg, help="fleet name")
     p.add_argument("--branch", default="main", help="watched branch (default main)")
     p.add_argument("--cache", help="cache directory (default ~/.cache/openclaw-reconciler/...)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -425,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", help="git repository holding the spec")
     p.add_argument("--base", help="revision before the change (e.g. main)")
     p.add_argument("--head", default="HEAD", help="revision after the change (e.g. the PR)")
-    p.add_argument("--fleet", help="only this fleet")
+    p.add_argument("--fleet", type=_fleet_arg, help="only this fleet")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_plan)
 
@@ -492,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except source.SourceError as exc:
+    except (source.SourceError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except ReconcilerError as exc:

@@ -113,15 +113,40 @@ def _apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     try:
         raw = YAML(typ="safe").load(path.read_text()) or {}
-    except (OSError, YAMLError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {_yaml_error(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top")
     doc = _apply_env(raw, os.environ if env is None else env)
     try:
-        return Config.model_validate(doc)
+        config = Config.model_validate(doc)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
+    _check_secret_files(path, config)
+    return config
+
+
+def _yaml_error(exc: YAMLError) -> str:
+    """A YAML error in one line: where, and what (ruamel's own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def _check_secret_files(path: Path, config: Config) -> None:
+    """A secret file that cannot be read stops the daemon at start, naming the key (never the
+    secret), instead of failing at the first webhook."""
+    for provider, ref in config.webhook_secrets.items():
+        try:
+            ref.read()
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise ConfigError(
+                f"{path}: webhookSecrets.{provider}.file: cannot read {ref.file}: {why}"
+            ) from None
