@@ -191,6 +191,11 @@ class LoadBalancer(Model):
     commands: dict[Literal["get", "set", "stats"], ArgvTemplate] | None = Field(
         None, description="command driver: argv per operation ({server} and {weight} filled in)"
     )
+    pass_env: list[EnvName] = Field(
+        default_factory=list,
+        description="command driver: environment variables its commands receive, besides "
+        "PATH, HOME and LANG (nothing else of the reconciler's environment reaches them)",
+    )
     timeout: Duration = "10s"
 
 

@@ -98,5 +98,5 @@ def from_spec(spec: LoadBalancerSpec, *, base_dir: Path | None = None) -> LoadBa
     if spec.driver == "command" and spec.commands:
         from reconciler.lb.command import CommandLB
 
-        return CommandLB(spec.commands, timeout=timeout)
+        return CommandLB(spec.commands, timeout=timeout, pass_env=spec.pass_env)
     raise LBConfigError(f"load balancer driver {spec.driver!r} is missing its settings")

@@ -75,3 +75,26 @@ def test_a_variable_the_configuration_names_is_passed_and_only_that(seen: Seen) 
     assert env["LB_API_TOKEN"] == "lb-token"
     assert "NOT_SET_ANYWHERE" not in env
     assert not set(SECRETS) & set(env)
+
+
+def test_the_spec_names_what_its_commands_receive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`loadBalancer.passEnv` in fleet.yaml reaches the driver built from the spec."""
+    from reconciler.lb import from_spec
+    from reconciler.spec import LoadBalancer
+
+    script, out = tmp_path / "probe.py", tmp_path / "env.json"
+    script.write_text(PROBE)
+    spec = LoadBalancer.model_validate(
+        {
+            "driver": "command",
+            "commands": {"get": [sys.executable, str(script), str(out)], "set": ["true"]},
+            "passEnv": ["LB_API_TOKEN"],
+        }
+    )
+    monkeypatch.setenv("LB_API_TOKEN", "lb-token")
+    monkeypatch.setenv("NPM_TOKEN", SECRETS["NPM_TOKEN"])
+    assert from_spec(spec).weights() == {"mac-1": 100}
+    env = json.loads(out.read_text())
+    assert env["LB_API_TOKEN"] == "lb-token" and "NPM_TOKEN" not in env
