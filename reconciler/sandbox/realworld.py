@@ -143,6 +143,16 @@ class RealWorld(World):
         if self.haproxy is not None:
             self.haproxy.driver().set_weight(host.server, host.weight)
 
+    def reset_where(self, core: str, plugins: Mapping[str, str]) -> list[str]:
+        """`reset` every host whose product view differs from `core` and `plugins` at full
+        weight, in parallel; the names of those reset."""
+        views = self.views()
+        wrong = [h for h in self.hosts if views[h.name].differences(core, plugins, h.weight)]
+        if wrong:
+            with ThreadPoolExecutor(len(wrong)) as pool:
+                list(pool.map(lambda h: self.reset(h, core, plugins), wrong))
+        return [h.name for h in wrong]
+
     # --- the product's own view --------------------------------------------------------
 
     def crash_at_start(self, host: WorldHost, version: str | None) -> None:

@@ -76,9 +76,7 @@ def gateway_pid(world: RealWorld, name: str) -> str:
 def at(world: RealWorld, core: str) -> None:
     """The fleet on `core` with the plugin at the same release, serving at full weight: reset
     the hosts that are not (after a scenario the reconciler could not finish)."""
-    for host in world.hosts:
-        if world.view(host).differences(core, spec(core), 100):
-            world.reset(host, core, spec(core))
+    world.reset_where(core, spec(core))
     assert not differences(world, core, spec(core))
 
 
@@ -180,9 +178,7 @@ def test_revert_is_a_real_downgrade(world: RealWorld) -> None:
     if bump is None:
         at(world, OLD)
         bump = world.bump(NEW, spec(NEW), message=f"openclaw {NEW}")
-    for host in world.hosts:
-        if world.view(host).differences(NEW, spec(NEW), 100):
-            world.reset(host, NEW, spec(NEW))
+    world.reset_where(NEW, spec(NEW))
     for host in world.hosts:  # an operator's config change, written by the running release
         world.openclaw(host, "config", "set", "gateway.mode", "local")
         assert world.view(host).config_version == NEW
