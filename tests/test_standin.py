@@ -260,7 +260,7 @@ def test_daemon_control_and_health(make_host: MakeHost) -> None:
     assert {"ts", "durationMs", "agents", "sessions"} <= set(snapshot)
     assert snapshot["channels"]["discord"]["running"] is True
     assert "discord" in snapshot["plugins"]["loaded"]
-    assert snapshot["deliveryQueues"]["ingressPressure"] == []
+    assert "deliveryQueues" not in snapshot  # as 2026.9.6 prints an idle gateway
     wrong = host.run("health", "--json", env={**env, "OPENCLAW_GATEWAY_TOKEN": "nope"})
     assert wrong.returncode != 0 and "unauthorized" in wrong.stderr
 

@@ -29,10 +29,11 @@ def shape(doc: Any, path: str = "") -> set[str]:
     return {f"{path}: {JSON_TYPES.get(type(doc), type(doc).__name__)}"}
 
 
-def invented(standin: Any, product: Any) -> list[str]:
-    """What the stand-in prints that the product does not (a path, or a path under another
-    type); a value null on one side is not a type of its own."""
-    real = shape(product)
+def invented(standin: Any, *product: Any) -> list[str]:
+    """What the stand-in prints that the product does not, in any of the outputs given (one
+    per release: a field a later release added counts); a path, or a path under another type.
+    A value null on one side is not a type of its own."""
+    real = set().union(*(shape(doc) for doc in product))
     real_paths = {entry.rsplit(": ", 1)[0] for entry in real}
     wrong = []
     for entry in sorted(shape(standin)):

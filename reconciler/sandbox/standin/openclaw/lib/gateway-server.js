@@ -92,7 +92,7 @@ class Gateway {
     const channels = {};
     for (const plugin of plugins) {
       channels[plugin.id] = {
-        configured: true, running: true, connected: true, accountId: 'default', lastError: null,
+        accountId: 'default', enabled: true, configured: true, running: true, lastError: null,
       };
     }
     const pending = faults.numberFor('ingress_pending', this.version, 0, active);
@@ -112,7 +112,7 @@ class Gateway {
       plugins: { loaded: this.plugins.map((p) => p.id).sort(), errors: [], unavailable: [] },
       heartbeatSeconds: 60,
       defaultAgentId: 'main',
-      agents: [{ id: 'main', name: 'main', isDefault: true }],
+      agents: [{ agentId: 'main', isDefault: true, sessions: { count: 0, recent: [] } }],
       sessions: {
         path: path.join(state.stateDir(), 'agents', 'main', 'sessions', 'sessions.json'),
         count: 0,
@@ -120,7 +120,9 @@ class Gateway {
       },
       channels,
       channelOrder: Object.keys(channels),
-      deliveryQueues: { failed: [], ingressPressure },
+      // 2026.9.6 prints no deliveryQueues while nothing waits (seen on an idle gateway); the
+      // stand-in shows the ingress lanes only when its ingress_pending fault holds some.
+      ...(ingressPressure.length ? { deliveryQueues: { ingressPressure } } : {}),
     };
   }
 

@@ -20,7 +20,7 @@ function printText(snapshot) {
   process.stdout.write(
     `Gateway: ${snapshot.ok ? 'ok' : 'not ready'} (${snapshot.durationMs}ms)\n`
     + `Channels: ${channels.length ? channels.join(', ') : 'none'}\n`
-    + `Agents: ${snapshot.agents.map((a) => a.id).join(', ')}\n`,
+    + `Agents: ${snapshot.agents.map((a) => a.agentId).join(', ')}\n`,
   );
 }
 
