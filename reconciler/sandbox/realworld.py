@@ -68,7 +68,7 @@ class RealWorld(World):
             steps=steps,
             lb="haproxy",
             extra_rollout={
-                "probeTimeout": "3m",
+                "probeTimeout": "2m",
                 "installTimeout": "10m",
                 "minFreeDiskMb": 1024,
                 **dict(extra_rollout or {}),
