@@ -303,14 +303,16 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from reconciler.config import load_config
+    from reconciler.config import check_secret_files, load_config
     from reconciler.daemon import run_daemon
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    return run_daemon(load_config(Path(args.config)), signatures=args.trusted_signers)
+    config = load_config(Path(args.config))
+    check_secret_files(Path(args.config), config)
+    return run_daemon(config, signatures=args.trusted_signers)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -127,7 +127,6 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
-    _check_secret_files(path, config)
     return config
 
 
@@ -139,9 +138,10 @@ def _yaml_error(exc: YAMLError) -> str:
     return f"{where}{problem}"
 
 
-def _check_secret_files(path: Path, config: Config) -> None:
+def check_secret_files(path: Path, config: Config) -> None:
     """A secret file that cannot be read stops the daemon at start, naming the key (never the
-    secret), instead of failing at the first webhook."""
+    secret), instead of failing at the first webhook. (Not part of loading: a configuration is
+    also read where its secrets are not mounted, to check its shape.)"""
     for provider, ref in config.webhook_secrets.items():
         try:
             ref.read()

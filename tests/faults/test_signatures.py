@@ -620,7 +620,7 @@ def test_run_with_a_bad_signers_file_stops_before_it_serves(keys: Keys, tmp_path
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "reconciler", "run", "--config", str(config)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=ROOT)
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # bad configuration input: exit 2, one line
     assert f"error: {bad}:1: no SSH public key on the line" in done.stderr, done.stderr
     assert not cache.exists()
     # `--trusted-signers` replaces the file's setting, and is checked while parsing (exit 2).
