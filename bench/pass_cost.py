@@ -282,6 +282,7 @@ def fleet_yaml(
             *([f"    path: [{canned[install.name] / 'bin'}]"] if case.node == "canned" else []),
             "    serviceManager: command",
             "    restartCommand: [openclaw, gateway, restart]",
+            "    stopCommand: [openclaw, gateway, stop]",
             "    profiles:",
             f"      - port: {install.gateway_port}",
             "        weight: 100",

@@ -8,7 +8,9 @@ LB) is done three ways, alternating within each round:
 (a) `python -m reconciler reconcile --once` (a subprocess, timed from start to exit);
 (b) the floor: the same node-side commands in the same order from this script over ONE
     persistent paramiko connection per host, nothing else: drain (write the weights file),
-    `npm install -g` core, then the plugins in one call, `openclaw gateway restart`, poll
+    `npm install -g` core, then each plugin the product's way (`openclaw plugins install
+    npm:<name>@<version> --pin --force`: the product loads only such tracked installs),
+    `openclaw gateway restart`, poll
     /readyz from the host (`node -e`, every 0.2 s), restore the weight. No gates, no git;
 (c) Ansible (ansible-core in bench/.venv-ansible): `serial: 1`, the same commands as tasks,
     drain and restore delegated to localhost, ControlPersist + pipelining (its fast settings).
@@ -90,7 +92,7 @@ from trace_reconcile import print_breakdown
 
 from reconciler.lb.file import WeightsFile
 from reconciler.sandbox.registry import LocalRegistry, publish_standard_catalog
-from reconciler.sandbox.world import PLUGINS, World, WorldHost
+from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version
 
 VERSIONS = ("2026.4.2", "2026.4.3")
 WAYS = ("reconciler", "floor", "ansible")
@@ -134,8 +136,8 @@ def child_cpu() -> float:
 
 
 def installed_version(host: WorldHost, package: str) -> str | None:
-    path = host.prefix / "lib" / "node_modules" / package / "package.json"
-    return json.loads(path.read_text())["version"] if path.exists() else None
+    """The core from the prefix, a plugin as the product lists it (its tracked install)."""
+    return product_version(host, package)
 
 
 def running_version(host: WorldHost) -> str | None:
@@ -252,8 +254,11 @@ def run_floor(world: World, version: str) -> tuple[float, float, dict[str, Any]]
             )
             client.check(f"npm install -g {flags} openclaw@{version}")
             t = timed("install core", t)
-            plugins = " ".join(f"{name}@{version}" for name in PLUGINS)
-            client.check(f"npm install -g {flags} {plugins}")
+            for name in PLUGINS:  # the product's way: tracked installs, which it loads
+                client.check(
+                    f"npm_config_registry={q(registry)} openclaw plugins install "
+                    f"npm:{name}@{version} --pin --force"
+                )
             t = timed("install plugins", t)
             client.check(f"OPENCLAW_GATEWAY_PORT={host.gateway_port} openclaw gateway restart")
             t = timed("restart", t)
@@ -328,9 +333,12 @@ PLAYBOOK = """\
     - name: install core
       ansible.builtin.command:
         argv: "{{ ['npm', 'install', '-g'] + npm_flags + ['openclaw@' ~ version] }}"
-    - name: install plugins
+    - name: install plugins (the product's way)
       ansible.builtin.command:
-        argv: "{{ ['npm', 'install', '-g'] + npm_flags + plugin_specs }}"
+        argv: [openclaw, plugins, install, "npm:{{ item }}", --pin, --force]
+      environment:
+        npm_config_registry: "{{ registry }}"
+      loop: "{{ plugin_specs }}"
     - name: restart
       ansible.builtin.command:
         argv: [openclaw, gateway, restart]

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler import facts, operations, readiness
+from reconciler import facts, operations, readiness, recovery
 from reconciler.connect import transport_for
-from reconciler.documents import Installed, Readiness
+from reconciler.documents import Installed, Readiness, RecoveryPoint
 from reconciler.errors import ReconcilerError
 from reconciler.planner import Pin
 from reconciler.prefetch import Prefetch
@@ -165,7 +165,7 @@ class FleetAgent:
     def installed(self, host: Host) -> Installed:
         t = self.transport(host)
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
-        return facts.installed(t, prefix, timeout=self._quick())
+        return facts.installed_view(t, host, prefix, timeout=self._quick())
 
     def glance_ahead(self, host: Host) -> None:
         def glanced() -> tuple[Glimpse, float]:
@@ -221,11 +221,12 @@ class FleetAgent:
         ping = facts.registry_ping(self.fleet.openclaw.registry)
         return facts.gather(self.transport(host), ping, timeout=self._quick())
 
-    def install(self, host: Host, pins: list[Pin], *, prefer_offline: bool) -> Installed:
-        locked = self.spec.lock is not None and all(
-            self.spec.lock.versions().get(p.name) == p.version for p in pins
-        )
-        return operations.install(
+    def install(
+        self, host: Host, pins: list[Pin], *, prefer_offline: bool, managed: bool = False
+    ) -> tuple[Installed, list[str]]:
+        locked = self._locked(pins)
+        removed: list[str] = []
+        installed = operations.install(
             self.fleet,
             host,
             self.transport(host),
@@ -233,10 +234,42 @@ class FleetAgent:
             lock=self.spec.lock if locked else None,
             prefer_offline=prefer_offline,
             releases=self.releases,
+            removed=removed,
+            managed=managed,
         )
+        return installed, removed
 
-    def restart(self, host: Host) -> None:
-        operations.restart_host(self.fleet, host, self.transport(host))
+    def restart(self, host: Host, *, stopped: bool = False) -> None:
+        operations.restart_host(self.fleet, host, self.transport(host), stopped=stopped)
+
+    def take_recovery_points(
+        self, host: Host, *, seq: int, installed: Installed
+    ) -> list[RecoveryPoint]:
+        t = self.transport(host)
+        recovery.preflight(host, t, timeout=self._quick())
+        return recovery.take(self.fleet, host, t, seq=seq, installed=installed)
+
+    def recovery_points_present(self, host: Host, points: list[RecoveryPoint]) -> str | None:
+        try:
+            recovery.check_points(host, self.transport(host), points, timeout=self._quick())
+        except recovery.RecoveryPointUnusable as err:
+            return str(err)
+        return None
+
+    def recover(
+        self, host: Host, points: list[RecoveryPoint], pins: list[Pin], *, prefer_offline: bool
+    ) -> recovery.Restored:
+        wanted = operations.wanted_versions(pins)
+        return recovery.restore(
+            self.fleet, host, self.transport(host), points, wanted,
+            lock=self.spec.lock if self._locked(pins) else None,
+            prefer_offline=prefer_offline, releases=self.releases,
+        )  # fmt: skip
+
+    def _locked(self, pins: list[Pin]) -> bool:
+        """Are all `pins` the lock's (a bookmark's prior versions may not be)?"""
+        lock = self.spec.lock
+        return lock is not None and all(lock.versions().get(p.name) == p.version for p in pins)
 
     def skill_links(self, host: Host) -> dict[str, str]:
         t = self.transport(host)

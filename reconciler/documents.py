@@ -49,14 +49,46 @@ class Finding(Model):
 
 
 class Installed(Model):
-    """The global npm tree as `npm ls -g --json` shows it."""
+    """What a host has installed: the core from the global npm tree (as `npm ls -g --json`
+    shows it), the plugins as the product lists them (`openclaw plugins list --json`: the
+    tracked installs it loads, never an npm copy beside the core)."""
 
     core: str | None = Field(None, description="openclaw version at the top of the tree")
-    plugins: dict[str, str] = Field(default_factory=dict, description="top-level packages")
+    plugins: dict[str, str] = Field(
+        default_factory=dict,
+        description="plugin npm name -> version, as every profile of the product lists it",
+    )
     duplicates: list[str] = Field(
         default_factory=list, description="every second copy of openclaw (path@version)"
     )
     problems: list[str] = Field(default_factory=list, description="npm ls problems")
+    strays: list[str] = Field(
+        default_factory=list,
+        description="@openclaw/* packages npm-installed beside the core (name@version): the "
+        "product never loads them; the next install removes them",
+    )
+
+
+class PluginState(Model):
+    """One plugin of a profile as `openclaw plugins list --json` reports it."""
+
+    id: str
+    name: str = Field(description="npm package name")
+    version: str | None = None
+    origin: str = Field(description="bundled, global (a tracked install), ...")
+    status: str = Field(description="loaded, disabled, error, ...")
+    enabled: bool
+    missing: list[str] = Field(default_factory=list, description="dependencies not installed")
+
+    def trouble(self) -> str | None:
+        """Why the product does not run this plugin as installed (None: it does)."""
+        if not self.enabled:
+            return "disabled"
+        if self.status != "loaded":
+            return f"status {self.status}"
+        if self.missing:
+            return f"missing dependencies {', '.join(self.missing)}"
+        return None
 
 
 class ProfileReadiness(Model):
@@ -71,6 +103,9 @@ class ProfileReadiness(Model):
     health_ok: bool | None = None
     running_version: str | None = None
     lb_weight: int | None = None
+    plugins: list[PluginState] = Field(
+        default_factory=list, description="non-bundled plugins, as the product lists them"
+    )
 
 
 class Readiness(Model):
@@ -135,6 +170,33 @@ def with_lb_weights(doc: Readiness, weights: Mapping[str, int | None]) -> Readin
     return seal_readiness(body)
 
 
+class RecoveryAsset(Model):
+    """One path an archive holds, as the backup's manifest names it."""
+
+    kind: str = Field(description="state, config, credentials, workspace or agent")
+    source_path: str = Field(description="where it lives on the host")
+    archive_path: str = Field(description="where it sits inside the archive")
+
+
+class RecoveryPoint(Model):
+    """One profile's verified `openclaw backup create` archive, taken before the host changed:
+    the state the installed release wrote, which an older release needs back to start."""
+
+    host: Name
+    profile: str = Field(description="profile key (default for the unnamed one)")
+    seq: int = Field(ge=0, description="the bookmark that took it")
+    archive: str = Field(description="archive path on the host")
+    sha256: Digest
+    size_bytes: int = Field(ge=0)
+    created_at: str
+    archive_root: str
+    runtime_version: str = Field(description="the release that wrote it (manifest)")
+    node_version: str = ""
+    include_workspace: bool
+    installed: Installed = Field(description="the core and plugins installed when it was taken")
+    assets: list[RecoveryAsset]
+
+
 class Bookmark(Model):
     """What to restore a host to: written BEFORE each step that changes a host or a weight."""
 
@@ -155,6 +217,14 @@ class Bookmark(Model):
     )
     hosts: dict[str, Installed] = Field(
         default_factory=dict, description="host -> installed tree (several for all-at-once)"
+    )
+    return_weights: dict[str, int] = Field(
+        default_factory=dict,
+        description="server -> weight a restore gives back: its weight then, or the spec's "
+        "when the host was already drained (a host a failed rollout left out returns to service)",
+    )
+    recovery_points: list[RecoveryPoint] = Field(
+        default_factory=list, description="one verified backup per host and profile"
     )
 
 

@@ -428,6 +428,7 @@ class Engine:
         self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
     ) -> PassResult:
         ex = self._executor(spec, record)
+        ex.recorded_points = lambda host: status.recovery_points(self.store, host)
         if step.action == "verify":  # while this host becomes ready
             _read_ahead(ex, status, spec, _next_hosts(record, plan, step))
             ex.peers = [h for h in _verified(status, record, plan) if h not in step.hosts]

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from reconciler import tree
-from reconciler.documents import Finding, Installed, Severity
+from reconciler.documents import Finding, Installed, PluginState, Severity
 from reconciler.errors import CommandFailed, FactParseError
-from reconciler.spec import Host, Profile
+from reconciler.spec import NPM_NAME, Host, Profile
 from reconciler.transport import CommandResult, Transport, describe
 from reconciler.versions import parse_node_version, parse_openclaw_banner
 
@@ -60,6 +60,7 @@ TREE_OUTPUT = 16 * 1024 * 1024
 
 PROBE_BODY_CHARS = 64 * 1024
 PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
+_NPM_NAME = re.compile(NPM_NAME)
 VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,64}\Z")  # \Z: `$` would let "1.2.3\n" through
 _SEVERITIES: dict[str, Severity] = {
     "info": "info",
@@ -603,10 +604,15 @@ def diff_versions(have: Installed, wanted: Mapping[str, str]) -> list[str]:
 
 
 def diff_installed(have: Installed, wanted: Mapping[str, str]) -> list[str]:
-    """`diff_versions`, plus every second copy of openclaw and every npm problem."""
+    """`diff_versions`, plus every second copy of openclaw, every npm problem and every
+    plugin copy npm put beside the core."""
     wrong = diff_versions(have, wanted)
     wrong += [f"second copy of openclaw at {d}" for d in have.duplicates]
+    wrong += [f"{STRAY}: {s}" for s in have.strays]
     return wrong + [f"npm reports: {p}" for p in have.problems]
+
+
+STRAY = "npm copy beside the core, which the product does not load"
 
 
 # --- doctor and health --------------------------------------------------------------------------
@@ -701,6 +707,29 @@ class Plugin:
     enabled: bool
     install_spec: str | None = None
     """The npm spec of a tracked install (`@openclaw/discord@2026.9.5`)."""
+    missing: tuple[str, ...] = ()
+    """Dependencies the product found missing (`dependencyStatus.missing`)."""
+
+    @property
+    def npm_name(self) -> str:
+        """The npm package: from the tracked install's spec, else the first-party scope."""
+        spec = self.install_spec or ""
+        name, at, _ = spec.rpartition("@")
+        for candidate in (name if at else "", spec):
+            if candidate and _NPM_NAME.fullmatch(candidate):
+                return candidate
+        return f"@openclaw/{self.id}"
+
+    def state(self) -> PluginState:
+        return PluginState(
+            id=self.id,
+            name=self.npm_name,
+            version=self.version,
+            origin=self.origin,
+            status=self.status,
+            enabled=self.enabled,
+            missing=list(self.missing),
+        )
 
 
 def plugins(env: Mapping[str, str] | None = None) -> Fact[tuple[Plugin, ...]]:
@@ -723,6 +752,8 @@ def _plugin(host: str, result: CommandResult, item: object) -> Plugin:
     version = item.get("version")
     trust = item.get("trust")
     spec = trust.get("installSpec") if isinstance(trust, dict) else None
+    deps = item.get("dependencyStatus")
+    missing = deps.get("missing") if isinstance(deps, dict) else None
     return Plugin(
         id=plugin_id,
         version=version if isinstance(version, str) and VERSION_RE.match(version) else None,
@@ -730,7 +761,52 @@ def _plugin(host: str, result: CommandResult, item: object) -> Plugin:
         status=_field(host, result, item, "status", str),
         enabled=_field(host, result, item, "enabled", bool),
         install_spec=spec if isinstance(spec, str) else None,
+        missing=tuple(str(m) for m in missing) if isinstance(missing, list) else (),
     )
+
+
+def product_view(tree: Installed, listings: Mapping[str, Sequence[PluginState]]) -> Installed:
+    """The host's install as the product runs it: the core (and npm's problems) from the npm
+    tree, the plugins from each profile's `plugins list` (non-bundled ones, where every
+    profile agrees on the version; one that profiles disagree on is left out, so it differs
+    from any pin), and every `@openclaw/*` npm copy beside the core as a stray."""
+    versions: dict[str, set[str | None]] = {}
+    for states in listings.values():
+        for plugin in states:
+            versions.setdefault(plugin.name, set()).add(plugin.version)
+    for states in listings.values():  # a plugin one profile lacks: profiles disagree
+        for name in set(versions) - {p.name for p in states}:
+            versions[name].add(None)
+    agreed = {n: v.pop() for n, v in versions.items() if len(v) == 1 and None not in v}
+    strays = [f"{n}@{v}" for n, v in sorted(tree.plugins.items()) if n.startswith("@openclaw/")]
+    return tree.model_copy(update={"plugins": dict(sorted(agreed.items())), "strays": strays})
+
+
+def tree_agrees(tree: Installed, view: Installed) -> bool:
+    """Does an npm tree read now (a glance) agree with what `view` (a product view made
+    earlier) took from the tree: the core, the second copies, the strays? (Plugins come
+    from the product's list, which a glance does not read.)"""
+    again = product_view(tree, {})
+    return (again.core, again.duplicates, again.strays) == (view.core, view.duplicates, view.strays)
+
+
+def plugin_states(listed: Sequence[Plugin]) -> list[PluginState]:
+    """The non-bundled plugins of one profile (bundled ones ship with the core)."""
+    return [p.state() for p in listed if p.origin != "bundled"]
+
+
+def installed_view(transport: Transport, host: Host, prefix: str, *, timeout: float) -> Installed:
+    """`product_view` read now: the tree, then every profile's plugin list (concurrently;
+    none without a core, which lists them)."""
+    tree_ = installed(transport, prefix, timeout=timeout)
+    if tree_.core is None:
+        return product_view(tree_, {})
+    with ThreadPoolExecutor(len(host.profiles), thread_name_prefix="installed") as pool:
+        lists = {
+            p.key(): pool.submit(gather, transport, plugins(profile_env(p)), timeout=timeout)
+            for p in host.profiles
+        }
+        return product_view(tree_, {k: plugin_states(f.result()) for k, f in lists.items()})
 
 
 # --- HTTP probes --------------------------------------------------------------------------------

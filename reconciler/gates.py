@@ -65,7 +65,7 @@ def tree_vs_lock(tree: Installed, lock: Lock | None) -> list[str]:
         if installed.get(p.name) != p.version
     ]
     wrong += [f"second copy of openclaw at {d}" for d in tree.duplicates]
-    return wrong
+    return wrong + [f"npm copy of {s} beside the core" for s in tree.strays]
 
 
 def ramp_refusals(

@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reconciler import facts
-from reconciler.documents import Installed
+from reconciler.documents import Installed, PluginState
 from reconciler.errors import (
     CommandFailed,
     CommandTimeout,
@@ -136,18 +136,27 @@ def install(
     prefer_offline: bool = False,
     prune: bool = True,
     releases: ReleaseFacts | None = None,
+    removed: list[str] | None = None,
+    managed: bool = False,
 ) -> Installed:
-    """Install the pins (core, then plugins) and return the verified tree. `releases` answers
-    the registry facts of the preflight (default: ask the host now)."""
+    """Install the pins (the core with npm or `openclaw update`, then every plugin the
+    product's way in every profile) and return the verified install, as the product reports
+    it. `releases` answers the registry facts of the preflight (default: ask the host now);
+    `removed` gets the npm copies of plugins beside the core that were removed (the product
+    never loaded them: hosts set up with `npm i -g` plugins are migrated so); `managed`: the core
+    with `openclaw update` whatever the spec says (a downgrade: the product checks that the
+    older release can run on the state, and refuses in its own words when it cannot)."""
     wanted = wanted_versions(pins)
     quick = seconds(fleet.ssh.command_timeout)
     prefix = facts.resolve_prefix(transport, host, timeout=quick)
     seen = facts.gather(transport, facts.host_tree(prefix), timeout=quick)
-    before = seen.installed
+    listings = _plugin_lists(transport, host, quick) if seen.installed.core else {}
+    before = facts.product_view(seen.installed, listings)
     have = {CORE: before.core, **before.plugins}
     todo = {name: v for name, v in wanted.items() if have.get(name) != v}
     extras = _unpinned(before, wanted) if prune else []
-    if not todo and not extras:
+    strays = [s.rsplit("@", 1)[0] for s in before.strays]
+    if not todo and not extras and not strays:
         return _verified(transport.host, before, wanted)  # nothing to do: `before` is the proof
     npm = NpmInstaller(fleet, transport, prefix, prefer_offline)
     if todo:
@@ -165,17 +174,43 @@ def install(
             seen=seen,
         )
         if CORE in todo:
-            _install_core(fleet, transport, npm, todo[CORE], fresh=before.core is None)
-        npm.install({n: v for n, v in todo.items() if n != CORE})
-    npm.uninstall(extras)
-    return verify_installed(transport, prefix, wanted, timeout=quick)
+            fresh = before.core is None
+            _install_core(fleet, transport, npm, todo[CORE], fresh=fresh, managed=managed)
+    npm.uninstall(strays)  # copies the product never loaded: the tracked install replaces them
+    if removed is not None:
+        removed += before.strays
+    plugins = PluginInstaller(fleet, host, transport, prefer_offline)
+    plugins.install({n: v for n, v in todo.items() if n != CORE}, listings)
+    plugins.uninstall(extras, listings)
+    return verify_installed(transport, host, prefix, wanted, timeout=quick)
+
+
+def _plugin_lists(transport: Transport, host: Host, timeout: float) -> dict[str, list[PluginState]]:
+    """Every profile's non-bundled plugins, as the product lists them."""
+    lists: dict[str, list[PluginState]] = {}
+    for profile in host.profiles:
+        listed = facts.gather(transport, facts.plugins(facts.profile_env(profile)), timeout=timeout)
+        lists[profile.key()] = facts.plugin_states(listed)
+    return lists
 
 
 def verify_installed(
-    transport: Transport, prefix: str, wanted: Mapping[str, str], *, timeout: float
+    transport: Transport, host: Host, prefix: str, wanted: Mapping[str, str], *, timeout: float
 ) -> Installed:
-    """Re-read the tree; raise InstallVerificationFailed unless it is exactly `wanted`."""
-    return _verified(transport.host, facts.installed(transport, prefix, timeout=timeout), wanted)
+    """Re-read the install as the product reports it; raise InstallVerificationFailed unless it
+    is exactly `wanted` and every pinned plugin runs (listed, enabled, loaded, its
+    dependencies there) in every profile."""
+    tree = facts.installed(transport, prefix, timeout=timeout)
+    listings = _plugin_lists(transport, host, timeout)
+    troubles = [
+        f"profile {key}: plugin {state.name} is not running: {trouble}"
+        for key, states in listings.items()
+        for state in states
+        if state.name in wanted and (trouble := state.trouble()) is not None
+    ]
+    if troubles:
+        raise InstallVerificationFailed(transport.host, "; ".join(troubles))
+    return _verified(transport.host, facts.product_view(tree, listings), wanted)
 
 
 def _verified(host: str, tree: Installed, wanted: Mapping[str, str]) -> Installed:
@@ -186,8 +221,9 @@ def _verified(host: str, tree: Installed, wanted: Mapping[str, str]) -> Installe
     return tree
 
 
-def _unpinned(tree: Installed, wanted: Mapping[str, str]) -> list[str]:
-    return [n for n in sorted(tree.plugins) if n.startswith("@openclaw/") and n not in wanted]
+def _unpinned(view: Installed, wanted: Mapping[str, str]) -> list[str]:
+    """Plugins the product runs that no pin names: removed, so the install equals the pins."""
+    return [n for n in sorted(view.plugins) if n.startswith("@openclaw/") and n not in wanted]
 
 
 def preflight(
@@ -350,12 +386,67 @@ class NpmInstaller:
             raise _failed(self.transport.host, result)
 
 
+@dataclass(frozen=True)
+class PluginInstaller:
+    """Plugins the product's way, in every profile of the host: `openclaw plugins install
+    npm:<name>@<version> --pin` (with `--force` where the profile tracks another version: the
+    product refuses to replace a tracked install without it) and `plugins uninstall --force`.
+    The product records the install, hot-loads it into a running gateway, and stamps the
+    config with the core's version (which is why a later downgrade of the core needs its
+    recovery point)."""
+
+    fleet: Fleet
+    host: Host
+    transport: Transport
+    prefer_offline: bool
+
+    def install(
+        self,
+        packages: Mapping[str, str],
+        listings: Mapping[str, Sequence[PluginState]],
+        *,
+        force: bool = False,
+    ) -> None:
+        """`force`: reinstall even what is tracked at the version (a restored state tracks
+        its plugins, but archives omit their code)."""
+        for profile in self.host.profiles:
+            tracked = {p.name: p.version for p in listings.get(profile.key(), [])}
+            for name, version in packages.items():
+                if tracked.get(name) == version and not force:
+                    continue
+                argv = ["openclaw", "plugins", "install", f"npm:{name}@{version}", "--pin"]
+                self._run(profile, argv + (["--force"] if name in tracked or force else []))
+
+    def uninstall(
+        self, names: Sequence[str], listings: Mapping[str, Sequence[PluginState]]
+    ) -> None:
+        for profile in self.host.profiles:
+            ids = [p.id for p in listings.get(profile.key(), []) if p.name in names]
+            if ids:
+                self._run(profile, ["openclaw", "plugins", "uninstall", *ids, "--force"])
+
+    def _run(self, profile: Profile, argv: list[str]) -> None:
+        env = facts.profile_env(profile) | {"npm_config_registry": self.fleet.openclaw.registry}
+        if self.prefer_offline:
+            env["npm_config_prefer_offline"] = "true"
+        timeout = seconds(self.fleet.rollout.install_timeout)
+        result = self.transport.run(argv, timeout=timeout, env=env, max_output=facts.REPORT_OUTPUT)
+        if not result.ok:
+            raise _failed(self.transport.host, result)
+
+
 def _install_core(
-    fleet: Fleet, transport: Transport, npm: NpmInstaller, version: str, *, fresh: bool
+    fleet: Fleet,
+    transport: Transport,
+    npm: NpmInstaller,
+    version: str,
+    *,
+    fresh: bool,
+    managed: bool = False,
 ) -> None:
-    """The core by the spec's method; `openclaw update` needs an openclaw, so a fresh host (or
-    the npm method) installs with npm."""
-    if fleet.openclaw.install == "npm" or fresh:
+    """The core by the spec's method (`managed`: with `openclaw update`); `openclaw update`
+    needs an openclaw, so a fresh host (or the npm method) installs with npm."""
+    if fresh or (fleet.openclaw.install == "npm" and not managed):
         npm.install({CORE: version})
         return
     env = {"npm_config_registry": fleet.openclaw.registry}
@@ -364,17 +455,22 @@ def _install_core(
     argv = ["openclaw", "update", "--tag", version, "--json", "--yes", "--no-restart"]
     timeout = seconds(fleet.rollout.install_timeout)
     result = transport.run(argv, timeout=timeout, env=env, max_output=facts.REPORT_OUTPUT)
-    _check_update(transport.host, result)
+    check_update(transport.host, result)
 
 
-def _check_update(host: str, result: CommandResult) -> None:
+def check_update(host: str, result: CommandResult) -> None:
     """`openclaw update --json` reports `status` ok/skipped/error (and a reason)."""
     try:
         report = facts.json_object(host, result, max_bytes=facts.REPORT_OUTPUT)
     except FactParseError:
         raise _failed(host, result) from None
     if report.get("status") != "ok":
-        reason = report.get("message") or report.get("reason") or facts.stderr_summary(result)
+        failed = report.get("failedStep")
+        words = failed.get("stderrTail") if isinstance(failed, dict) else None
+        words = words.splitlines()[0] if isinstance(words, str) and words.strip() else None
+        reason = (
+            report.get("message") or words or report.get("reason") or facts.stderr_summary(result)
+        )
         raise CommandFailed(
             host, f"`{describe(result.argv)}` ended with status {report.get('status')!r}: {reason}"
         )
@@ -405,19 +501,63 @@ def systemd_unit(profile: Profile) -> str:
 
 
 def restart_command(
-    fleet: Fleet, host: Host, profile: Profile, transport: Transport
+    fleet: Fleet, host: Host, profile: Profile, transport: Transport, *, stopped: bool = False
 ) -> tuple[list[str], dict[str, str]]:
-    """argv and env that restart one profile's gateway through the host's service manager."""
+    """argv and env that restart one profile's gateway through the host's service manager;
+    `stopped`: the gateway was stopped with `stop_command` (launchd then loads it again)."""
     env = facts.profile_env(profile)
     if host.service_manager == "command":
         if not host.restart_command:
             raise ValueError(f"{host.name}: serviceManager is command but restartCommand is unset")
         return list(host.restart_command), env
-    uid = facts.gather(transport, facts.user_id(), timeout=seconds(fleet.ssh.command_timeout))
+    quick = seconds(fleet.ssh.command_timeout)
+    uid = facts.gather(transport, facts.user_id(), timeout=quick)
+    if host.service_manager == "launchd" and stopped:
+        home = facts.resolve_home(transport, timeout=quick)
+        plist = f"{home}/Library/LaunchAgents/{launchd_label(profile)}.plist"
+        return ["launchctl", "bootstrap", f"gui/{uid}", plist], env
     if host.service_manager == "launchd":
         return ["launchctl", "kickstart", "-k", f"gui/{uid}/{launchd_label(profile)}"], env
     env["XDG_RUNTIME_DIR"] = f"/run/user/{uid}"  # `systemctl --user` over a non-login session
     return ["systemctl", "--user", "restart", systemd_unit(profile)], env
+
+
+def stop_command(
+    fleet: Fleet, host: Host, profile: Profile, transport: Transport
+) -> tuple[list[str], dict[str, str]]:
+    """argv and env that stop one profile's gateway and keep it stopped (launchd would start a
+    killed KeepAlive job again, so the job is unloaded)."""
+    env = facts.profile_env(profile)
+    if host.service_manager == "command":
+        if not host.stop_command:
+            raise ValueError(f"{host.name}: serviceManager is command but stopCommand is unset")
+        return list(host.stop_command), env
+    uid = facts.gather(transport, facts.user_id(), timeout=seconds(fleet.ssh.command_timeout))
+    if host.service_manager == "launchd":
+        return ["launchctl", "bootout", f"gui/{uid}/{launchd_label(profile)}"], env
+    env["XDG_RUNTIME_DIR"] = f"/run/user/{uid}"
+    return ["systemctl", "--user", "stop", systemd_unit(profile)], env
+
+
+def stop_host(
+    fleet: Fleet, host: Host, transport: Transport, *, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Stop every profile's gateway and wait until none answers on its port."""
+    quick = seconds(fleet.ssh.command_timeout)
+    for profile in host.profiles:
+        argv, env = stop_command(fleet, host, profile, transport)
+        result = transport.run(argv, timeout=quick, env=env, max_output=facts.SMALL_OUTPUT)
+        if not result.ok and host.service_manager == "command":
+            raise _failed(host.name, result)  # launchctl/systemctl fail when already stopped
+        deadline = time.monotonic() + quick
+        while facts.gather(transport, facts.probes(profile.port), timeout=quick).startupz.status:
+            if time.monotonic() >= deadline:
+                raise CommandFailed(
+                    host.name,
+                    f"profile {profile.key()}: `{describe(argv)}` succeeded but a gateway "
+                    f"still answers on port {profile.port} after {quick:g}s",
+                )
+            sleep(RESTART_POLL_S)
 
 
 @dataclass(frozen=True)
@@ -439,11 +579,12 @@ def restart(
     *,
     timeout: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stopped: bool = False,
 ) -> Restarted:
     """Restart one profile's gateway and wait until a NEW process answers /startupz."""
     quick = seconds(fleet.ssh.command_timeout)
     budget = timeout if timeout is not None else seconds(fleet.rollout.probe_timeout)
-    argv, env = restart_command(fleet, host, profile, transport)
+    argv, env = restart_command(fleet, host, profile, transport, stopped=stopped)
     started = time.monotonic()
     result = transport.run(argv, timeout=quick, env=env, max_output=facts.SMALL_OUTPUT)
     if not result.ok:
@@ -466,10 +607,17 @@ def restart(
 
 
 def restart_host(
-    fleet: Fleet, host: Host, transport: Transport, *, timeout: float | None = None
+    fleet: Fleet,
+    host: Host,
+    transport: Transport,
+    *,
+    timeout: float | None = None,
+    stopped: bool = False,
 ) -> list[Restarted]:
-    """Restart every profile of the host, one after the other."""
-    return [restart(fleet, host, p, transport, timeout=timeout) for p in host.profiles]
+    """Restart every profile of the host, one after the other (`stopped`: by `stop_host`)."""
+    return [
+        restart(fleet, host, p, transport, timeout=timeout, stopped=stopped) for p in host.profiles
+    ]
 
 
 # --- wait until ready ---------------------------------------------------------------------------

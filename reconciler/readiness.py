@@ -54,7 +54,7 @@ T = TypeVar("T")
 
 PRODUCT_ERRORS = (MissingBinary, FactParseError, CommandFailed, CommandTimeout)
 """Errors that describe the host's product state: recorded as reasons, not raised."""
-PROFILE_FACTS = 4
+PROFILE_FACTS = 5
 MAX_CHANNELS = 8
 """Concurrent commands per host: sshd's MaxSessions defaults to 10 channels per connection."""
 FLEET_WORKERS = 32
@@ -90,6 +90,7 @@ class _ProfileFacts:
     post_upgrade: facts.Doctor | None
     probes: facts.Probes | None
     health: facts.Health | None
+    plugins: tuple[facts.Plugin, ...] | None
     reasons: _Reasons
 
 
@@ -123,7 +124,8 @@ def observe(
     for profile, pf in zip(host.profiles, got.profiles, strict=True):
         reasons.extend(pf.reasons)
         profiles.append(_profile_doc(host, profile, pf, lb_weights))
-    _judge(fleet, lock, got.node_version, got.installed, profiles, reasons)
+    installed = facts.product_view(got.installed, {p.profile: p.plugins for p in profiles})
+    _judge(fleet, lock, got.node_version, installed, profiles, reasons)
     lock_sha256 = lock.sha256 if lock is not None else None
     draft: dict[str, Any] = {
         "fleet": fleet.name,
@@ -132,11 +134,11 @@ def observe(
         "specCommit": spec_commit,
         "lockSha256": lock_sha256,
         "nodeVersion": got.node_version,
-        "installed": got.installed.model_dump(mode="json", by_alias=True),  # keeps core: null
+        "installed": installed.model_dump(mode="json", by_alias=True),  # keeps core: null
         "profiles": [p.dump() for p in profiles],
         "freeDiskMb": got.disk.free_mb if got.disk is not None else None,
     }
-    return _seal(draft, reasons, fingerprint_basis(lock_sha256, got.installed, profiles))
+    return _seal(draft, reasons, fingerprint_basis(lock_sha256, installed, profiles))
 
 
 def _gather(
@@ -233,18 +235,20 @@ class _Pending:
     doctor: Future[tuple[facts.Doctor | None, _Reasons]]
     post_upgrade: Future[tuple[facts.Doctor | None, _Reasons]]
     health: Future[tuple[facts.Health | None, _Reasons]]
+    plugins: Future[tuple[tuple[facts.Plugin, ...] | None, _Reasons]]
 
     def result(self, probes: tuple[facts.Probes | None, _Reasons]) -> _ProfileFacts:
-        """The four facts, with `probes` read with the tree (see `_glance`)."""
+        """The five facts, with `probes` read with the tree (see `_glance`)."""
         reasons = _Reasons()
-        doctor, post, health = (
+        doctor, post, health, plugins = (
             self.doctor.result(),
             self.post_upgrade.result(),
             self.health.result(),
+            self.plugins.result(),
         )
-        for _, found in (doctor, post, probes, health):  # a fixed order: same state, same doc
+        for _, found in (doctor, post, probes, health, plugins):  # a fixed order: same doc
             reasons.extend(found)
-        return _ProfileFacts(doctor[0], post[0], probes[0], health[0], reasons)
+        return _ProfileFacts(doctor[0], post[0], probes[0], health[0], plugins[0], reasons)
 
 
 _DoctorRun = tuple[
@@ -298,13 +302,16 @@ def _profile_facts(
     timeout: float,
     doctors: _DoctorRun | None = None,
 ) -> _Pending:
-    """doctor, post-upgrade doctor and health of one profile, started concurrently (the
-    doctors only when they are not already running); its probes come with the tree."""
+    """doctor, post-upgrade doctor, health and the plugin list of one profile, started
+    concurrently (the doctors only when they are not already running); its probes come with
+    the tree."""
     doctor, post = doctors or _doctor_run(pool, transport, profile, timeout)
+    env = facts.profile_env(profile)
     return _Pending(
         doctor=doctor,
         post_upgrade=post,
-        health=_submit(pool, transport, profile, facts.health(facts.profile_env(profile)), timeout),
+        health=_submit(pool, transport, profile, facts.health(env), timeout),
+        plugins=_submit(pool, transport, profile, facts.plugins(env), timeout),
     )
 
 
@@ -322,6 +329,7 @@ def _profile_doc(
         health_ok=got.health.ok if got.health and got.health.reachable else None,
         running_version=probes.running_version if probes else None,
         lb_weight=lb_weights.get(server_name(host, profile)),
+        plugins=facts.plugin_states(got.plugins or ()),
     )
 
 
@@ -352,6 +360,8 @@ def _judge_tree(
         reasons.add(f"second copy of openclaw at {copy}")
     for problem in installed.problems:
         reasons.add(f"npm reports: {problem}")
+    for stray in installed.strays:
+        reasons.add(f"{facts.STRAY}: {stray}")
     if lock is None:
         return
     for wrong in facts.diff_versions(installed, lock.versions()):
@@ -376,6 +386,10 @@ def _judge_profile(
         reasons.add(f"{where}: `openclaw health` could not reach the gateway")
     elif not p.health_ok:
         reasons.add(f"{where}: `openclaw health` reports not ok")
+    for plugin in p.plugins:
+        trouble = plugin.trouble()
+        if trouble is not None:
+            reasons.add(f"{where}: plugin {plugin.name}@{plugin.version} is not running: {trouble}")
     if installed.core is not None and p.running_version != installed.core:
         reasons.add(
             f"{where}: running version {p.running_version or 'unknown'} "

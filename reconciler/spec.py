@@ -176,6 +176,11 @@ class Rollout(Model):
         "error", description="a doctor finding at or above this severity makes a host red"
     )
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 1024
+    keep_recovery_points: Annotated[int, Field(ge=1, le=100)] = Field(
+        3,
+        description="releases a host keeps a recovery point (verified backup) of, the newest "
+        "point of each; older ones are pruned",
+    )
     self_heal: bool = Field(False, description="re-converge hosts that drift while Complete")
     analysis: Analysis = Field(default_factory=Analysis)
 
@@ -239,6 +244,11 @@ class Host(Model):
     home: AbsPath | None = Field(None, description="HOME for the local transport")
     service_manager: Literal["launchd", "systemd", "command"] = "launchd"
     restart_command: Argv | None = Field(None, description="argv when serviceManager is command")
+    stop_command: Argv | None = Field(
+        None,
+        description="argv that stops the gateways when serviceManager is command (a restore "
+        "from a recovery point swaps the state with the gateway stopped)",
+    )
     npm_prefix: AbsPath | None = Field(None, description="npm global prefix (`npm -g --prefix`)")
     path: list[AbsPath] = Field(default_factory=list, description="dirs prepended to PATH")
     profiles: list[Profile] = Field(default_factory=lambda: [Profile()], min_length=1)

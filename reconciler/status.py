@@ -18,7 +18,7 @@ import pygit2
 from pydantic import BaseModel
 
 from reconciler.canonical import pretty_bytes
-from reconciler.documents import Bookmark, Freeze, Lease, Readiness, RolloutRecord
+from reconciler.documents import Bookmark, Freeze, Lease, Readiness, RecoveryPoint, RolloutRecord
 from reconciler.gitstore import GitStore
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,6 +61,20 @@ class FleetStatus:
             ):
                 return bookmark
         return None
+
+    def recovery_points(
+        self, store: GitStore, host: str, *, newest: int = 20
+    ) -> list[RecoveryPoint]:
+        """The recovery points the newest `newest` bookmarks of `host` (or of the whole fleet)
+        recorded for it, newest first. Whether each is still on the host is for the host to
+        say (they are pruned there)."""
+        names = [n for n in reversed(self.bookmarks) if f"-{host}-" in n or "-fleet-" in n]
+        points: list[RecoveryPoint] = []
+        for name in names[:newest]:
+            data = store.read(self.commit, f"{fleet_dir(self.fleet)}/bookmarks/{name}")
+            bookmark = _parse(data, Bookmark)
+            points += [p for p in (bookmark.recovery_points if bookmark else []) if p.host == host]
+        return points
 
 
 def _parse(data: bytes | None, model: type[M]) -> M | None:

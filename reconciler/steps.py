@@ -15,15 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from reconciler import facts, versions
 from reconciler import lb as lbmod
-from reconciler import versions
-from reconciler.documents import Bookmark, Installed, Readiness
-from reconciler.errors import PermanentError
-from reconciler.facts import Glance
+from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint
+from reconciler.errors import HostError, PermanentError, TemporaryError
 from reconciler.gates import matches_lock
 from reconciler.lock import Lock
 from reconciler.planner import Pin, Step, host_weights
 from reconciler.readiness import PRODUCT_ERRORS, Doctors
+from reconciler.recovery import Restored
 from reconciler.spec import Fleet, Host, seconds
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class HostAgent(Protocol):
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: Doctors | None = None,
-        seen: Glance | None = None,
+        seen: facts.Glance | None = None,
     ) -> Readiness:
         """Readiness of `host`; with `use_lock=False` the tree is not judged against the lock
         (a host restored to its bookmark runs the prior versions on purpose); `doctors`: the
@@ -59,7 +59,7 @@ class HostAgent(Protocol):
         tree and probes `await_ready` just read, used instead of reading them again."""
         ...
 
-    def await_ready(self, host: Host, *, wait_s: float) -> Glance | None:
+    def await_ready(self, host: Host, *, wait_s: float) -> facts.Glance | None:
         """A glance taken once every profile is ready or after `wait_s` (polled on the host);
         None when it cannot be read for a reason about the product."""
         ...
@@ -88,9 +88,33 @@ class HostAgent(Protocol):
 
     def registry_reachable(self, host: Host) -> bool: ...
 
-    def install(self, host: Host, pins: list[Pin], *, prefer_offline: bool) -> Installed: ...
+    def install(
+        self, host: Host, pins: list[Pin], *, prefer_offline: bool, managed: bool = False
+    ) -> tuple[Installed, list[str]]:
+        """The verified install, and the npm copies of plugins beside the core it removed."""
+        ...
 
-    def restart(self, host: Host) -> None: ...
+    def restart(self, host: Host, *, stopped: bool = False) -> None:
+        """Restart every profile (`stopped`: start them after `recover` stopped them)."""
+        ...
+
+    def take_recovery_points(
+        self, host: Host, *, seq: int, installed: Installed
+    ) -> list[RecoveryPoint]:
+        """Refuse unless the disk has room, then one verified backup per profile (pruned to
+        the spec's number)."""
+        ...
+
+    def recovery_points_present(self, host: Host, points: list[RecoveryPoint]) -> str | None:
+        """None when every point is on the host as recorded, else why not."""
+        ...
+
+    def recover(
+        self, host: Host, points: list[RecoveryPoint], pins: list[Pin], *, prefer_offline: bool
+    ) -> Restored:
+        """Back onto recovery points, ending on `pins` (refused like an install when the
+        preflight refuses); the gateways are left stopped."""
+        ...
 
     def installed(self, host: Host) -> Installed:
         """The installed tree alone (cheap: one read)."""
@@ -149,6 +173,9 @@ class Executor:
     peers: list[str] = field(default_factory=list)
     """Hosts the ramp gate after this verify rechecks: glanced as soon as this host is ready,
     alongside its own observation."""
+    recorded_points: Callable[[str], list[RecoveryPoint]] = lambda _host: []
+    """The recovery points the status branch recorded for a host, newest first (a downgrade
+    goes back onto one taken on the release it returns to)."""
 
     def run(self, step: Step, *, seq: int) -> Outcome:
         """Run one step. A permanent host error (engines.node refused, install did not
@@ -207,7 +234,10 @@ class Executor:
                 return doc
             running = {p.profile: (p.readyz, p.running_version) for p in doc.profiles}
             try:
-                same = self.agent.glance(host, reuse_s=FRESH_S) == (doc.installed, running)
+                tree, live = self.agent.glance(host, reuse_s=FRESH_S)
+                same = live == running and facts.tree_agrees(tree, doc.installed)
+                # A glance reads npm's tree; plugins are the product's tracked installs.
+                same = same and self.agent.installed(host).plugins == doc.installed.plugins
             except PRODUCT_ERRORS:  # the tree cannot be read: the full observation says why
                 same = False
             return doc if same else self.agent.observe(host, lb_weights=self.lb.weights())
@@ -228,6 +258,14 @@ class Executor:
         docs = {h: self.observed[h] for h in step.hosts if h in self.observed}
         docs |= self.observe(fresh) if fresh else {}
         host = self._hosts(step)[0]
+        points = [
+            point
+            for h in self._hosts(step)
+            if docs[h.name].installed.core is not None  # a fresh host has nothing to keep
+            for point in self.agent.take_recovery_points(
+                h, seq=seq, installed=docs[h.name].installed
+            )
+        ]
         bookmark = Bookmark(
             seq=seq,
             fleet=self.fleet.name,
@@ -241,11 +279,15 @@ class Executor:
             readiness_sha256={h: d.readiness_sha256 for h, d in docs.items()},
             skill_links=self.agent.skill_links(host),
             hosts={h: d.installed for h, d in docs.items()},
+            return_weights=_return_weights(weights, self._hosts(step)),
+            recovery_points=points,
         )
         core = docs[host.name].installed.core or "nothing"
         mine = _fmt(weights, step, self.fleet)
+        size = sum(p.size_bytes for p in points) / 1024
         return Outcome(
-            subject=f"{_who(step)}: bookmarked (openclaw {core}, weights {mine})",
+            subject=f"{_who(step)}: bookmarked (openclaw {core}, weights {mine}, "
+            f"{len(points)} recovery point{'s' * (len(points) != 1)}, {size:.0f} KiB)",
             host_phase="Bookmarked",
             readiness=docs,
             bookmark=bookmark,
@@ -302,15 +344,51 @@ class Executor:
         return True
 
     def _install(self, step: Step, seq: int) -> Outcome:
-        docs = {}
+        notes = []
         for host in self._hosts(step):
-            installed = self.agent.install(host, step.packages, prefer_offline=False)
+            downgrade, points = self._downgrade_of(host, step.packages)
+            if points:
+                # The older release would refuse the newer state: back onto the state it wrote.
+                restored = self.agent.recover(host, points, step.packages, prefer_offline=False)
+                self.agent.restart(host, stopped=True)  # the restart step restarts it again
+                installed = self.agent.installed(host)
+                notes.append(f"{host.name}: {restored.summary()}")
+            else:
+                # A downgrade with no recovery point takes the product's managed path, which
+                # refuses (in its own words) when the older release cannot run on the state.
+                installed, removed = self.agent.install(
+                    host, step.packages, prefer_offline=False, managed=downgrade
+                )
+                # hosts set up with `npm i -g` plugins, which the product never loaded
+                notes += [f"removed npm copy of a plugin beside the core: {c}" for c in removed]
             wrong = _pins_differ(installed, step.packages)
             if wrong:
                 return Outcome(subject=f"{host.name}: install did not converge", red=wrong)
-            docs[host.name] = installed
         target = step.packages[0].version if step.packages else "?"
-        return Outcome(subject=f"{_who(step)}: installed openclaw {target}", host_phase="Installed")
+        subject = "; ".join([f"{_who(step)}: installed openclaw {target}", *notes])
+        return Outcome(subject=subject, host_phase="Installed")
+
+    def _downgrade_of(self, host: Host, pins: list[Pin]) -> tuple[bool, list[RecoveryPoint]]:
+        """Is this a downgrade of the core, and the newest recovery point set (one per
+        profile) still on the host that was taken on the target release."""
+        target = next((p.version for p in pins if p.name == "openclaw"), None)
+        seen = self.observed.get(host.name)
+        current = seen.installed if seen is not None else self.agent.installed(host)
+        if target is None or current.core is None or versions.compare(target, current.core) >= 0:
+            return False, []
+        profiles = {p.key() for p in host.profiles}
+        by_seq: dict[int, list[RecoveryPoint]] = {}
+        for point in self.recorded_points(host.name):
+            if point.installed.core == target:
+                by_seq.setdefault(point.seq, []).append(point)
+        for seq in sorted(by_seq, reverse=True):
+            points = by_seq[seq]
+            if {p.profile for p in points} == profiles:
+                gone = self.agent.recovery_points_present(host, points)
+                if gone is None:
+                    return True, points
+                log.info("%s: not returning to recovery point %d: %s", host.name, seq, gone)
+        return True, []
 
     def _restart(self, step: Step, seq: int) -> Outcome:
         for host in self._hosts(step):
@@ -379,34 +457,54 @@ class Executor:
     # --- restore -------------------------------------------------------------------------
 
     def restore(self, host: Host, bookmark: Bookmark) -> Outcome:
-        """Put a host back as its bookmark recorded it: versions, skill links, weights."""
+        """Put a host back as its bookmark recorded it: onto its recovery points when the host
+        changed since (the state the older release needs, see `reconciler.recovery`), else
+        versions and skill links; then the gates of an upgrade, then its weights."""
         prior = bookmark.hosts.get(host.name, bookmark.installed)
         pins = _pins_of(prior)
-        current = self.agent.observe(host, lb_weights=self.lb.weights(), use_lock=False)
-        if _pins_differ(current.installed, pins):
+        points = [p for p in bookmark.recovery_points if p.host == host.name]
+        changed = self._changed(host, pins)
+        restored: Restored | None = None
+        if points and changed:
+            restored = self.agent.recover(host, points, pins, prefer_offline=True)
+        elif changed:
             self.agent.install(host, pins, prefer_offline=True)
         refused = self.agent.restore_skill_links(host, bookmark.skill_links)
-        self.agent.restart(host)
+        self.agent.restart(host, stopped=restored is not None)
         timeout = seconds(self.fleet.rollout.probe_timeout)
         doc = self._wait_green(host, timeout, use_lock=False)
+        where = f" ({restored.summary()})" if restored else ""
         wrong = _pins_differ(doc.installed, pins)
         if wrong:
-            raise PermanentError(f"{host.name}: restore did not converge: {wrong}")
+            raise PermanentError(f"{host.name}: restore did not converge: {wrong}{where}")
         if not doc.green:
             raise PermanentError(
-                f"{host.name}: still red after restoring the bookmark: {'; '.join(doc.reasons)}"
+                f"{host.name}: still red after restoring the bookmark: "
+                f"{'; '.join(doc.reasons)}{where}"
             )
-        servers = host_weights(host, 100)
-        weights = {s: bookmark.lb_weights.get(s, w) for s, w in servers.items()}
+        returned = bookmark.return_weights or bookmark.lb_weights
+        weights = {s: returned.get(s, w) for s, w in host_weights(host, 100).items()}
         lbmod.apply_weights(self.lb, weights)
         kept_out = f"; refused skill links from the bookmark: {'; '.join(refused)}"
         return Outcome(
             subject=f"{host.name}: restored to openclaw {prior.core} "
-            f"from bookmark {bookmark.seq}, weights {weights}" + (kept_out if refused else ""),
+            f"from bookmark {bookmark.seq}, weights {weights}"
+            + (f"; {restored.summary()}" if restored else "")
+            + (kept_out if refused else ""),
             host_phase="RolledBack",
             readiness={host.name: doc},
             weights=weights,
         )
+
+    def _changed(self, host: Host, pins: list[Pin]) -> str:
+        """How the host's install differs from `pins` ('' when it does not); a host whose
+        product cannot even list its plugins (an older binary over newer state) has changed."""
+        try:
+            return _pins_differ(self.agent.installed(host), pins)
+        except HostError as err:
+            if isinstance(err, TemporaryError):
+                raise
+            return f"install unreadable: {err}"
 
 
 def _each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
@@ -433,6 +531,16 @@ def _pins_differ(installed: Installed, pins: list[Pin]) -> str:
     ]
     wrong += [f"second copy of openclaw at {d}" for d in installed.duplicates]
     return "; ".join(wrong)
+
+
+def _return_weights(weights: Mapping[str, int], hosts: list[Host]) -> dict[str, int]:
+    """Each server's weight now, or the spec's where it is 0: a host a failed rollout left
+    drained goes back into service when it is restored."""
+    return {
+        server: weights.get(server) or full
+        for host in hosts
+        for server, full in host_weights(host, 100).items()
+    }
 
 
 def _who(step: Step) -> str:

@@ -338,6 +338,12 @@ def _unique_hosts(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
     for i, host in enumerate(fleet.hosts):
         if host.service_manager == "command" and not host.restart_command:
             yield locate(("hosts", i), "serviceManager 'command' needs restartCommand")
+        if host.service_manager == "command" and not host.stop_command:
+            yield locate(
+                ("hosts", i),
+                "serviceManager 'command' needs stopCommand (a restore swaps the state "
+                "with the gateway stopped)",
+            )
 
 
 def _profiles(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:

@@ -35,6 +35,7 @@ from reconciler.spec import Fleet, Host
 from reconciler.transport import Transport
 
 RESTART = ["openclaw", "gateway", "restart"]
+STOP = ["openclaw", "gateway", "stop"]
 
 
 def fleet_spec(
@@ -103,6 +104,7 @@ class Node:
             "npmPrefix": str(self.prefix),
             "serviceManager": "command",
             "restartCommand": RESTART,
+            "stopCommand": STOP,
             "profiles": profiles,
         }
         return Host.model_validate({**spec, **overrides})

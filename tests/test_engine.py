@@ -19,7 +19,7 @@ import pygit2
 import pytest
 
 from reconciler.sandbox.registry import LocalRegistry
-from reconciler.sandbox.world import World, WorldHost
+from reconciler.sandbox.world import World, WorldHost, product_version
 from tests.fixtures.webhook import Receiver
 
 SECRET_ENV = "RECONCILER_TEST_WEBHOOK_SECRET"
@@ -41,8 +41,8 @@ def reconcile(
 
 
 def installed(host: WorldHost, name: str = "openclaw") -> str | None:
-    path = host.prefix / "lib" / "node_modules" / name / "package.json"
-    return json.loads(path.read_text())["version"] if path.exists() else None
+    """The version the product has of `name` (the core, or a plugin it tracks and lists)."""
+    return product_version(host, name)
 
 
 def status_tree(world: World) -> pygit2.Tree:
@@ -156,6 +156,9 @@ def test_red_host_is_restored_frozen_and_broadcast_then_a_fix_resumes(
     assert installed(world.host("mac-1")) == "2026.4.3"
     assert installed(mac2) == "2026.4.2", "mac-2 was not restored to its bookmark"
     assert installed(mac2, "@openclaw/discord") == "2026.4.2"
+    assert config_stamp(mac2.home / ".openclaw") == "2026.4.2", "state not restored"
+    restored = [c.message for c in status_log(world) if "mac-2: restored to openclaw" in c.message]
+    assert restored and "restored from its recovery point" in restored[-1], restored
     assert installed(mac3) == "2026.4.2"
     assert world.weights() == {"mac-1": 100, "mac-2": 100, "mac-3": 100}
     assert not any(c["server"] == "mac-3" for c in world.weight_history()), "mac-3 was touched"
@@ -214,15 +217,33 @@ def test_revert_of_the_bump_converges_back(world: World) -> None:
     adopted(world)
     bump = world.bump("2026.4.3")
     assert reconcile(world).returncode == 0
+    mac1 = world.host("mac-1")
+    world.openclaw(mac1, "config", "set", "gateway.mode", "local")  # an operator, on 2026.4.3
     revert = world.revert(bump)
     done = reconcile(world)
     assert done.returncode == 0, done.stderr
     for host in world.hosts:
         assert installed(host) == "2026.4.2"
         assert installed(host, "@openclaw/discord") == "2026.4.2"
+        # 2026.4.3 stamped the config (its plugin install): only the recovery point 2026.4.2
+        # wrote brings back a state 2026.4.2 starts on.
+        assert config_stamp(host.home / ".openclaw") == "2026.4.2"
     assert world.weights() == {"mac-1": 100, "mac-2": 100, "mac-3": 100}
     rollout = status_file(world, "rollout.json")
     assert rollout["specCommit"] == revert and rollout["target"]["openclaw"] == "2026.4.2"
+    installs = [
+        c.message for c in status_log(world) if "mac-1: installed openclaw 2026.4.2" in c.message
+    ]
+    assert installs and "restored from its recovery point" in installs[-1], installs
+    kept = mac1.home / ".local/state/openclaw-reconciler/replaced"
+    [aside] = [p for p in kept.glob("*/0-state") if "local" in (p / "openclaw.json").read_text()]
+    assert str(aside) in installs[-1], "the replaced state's path is not in the status record"
+    assert config_stamp(aside) == "2026.4.3"
+
+
+def config_stamp(state: Path) -> str | None:
+    meta = json.loads((state / "openclaw.json").read_text()).get("meta", {})
+    return meta.get("lastTouchedVersion")
 
 
 def test_peer_mismatch_holds_weight_and_says_who_differs(world: World, webhook: Receiver) -> None:

@@ -85,6 +85,41 @@ def test_install_core_then_plugins_upgrade_and_prune(make_node: MakeNode) -> Non
     assert time.monotonic() - started < 5
 
 
+def test_plugins_go_in_the_products_way_and_npm_copies_are_migrated(make_node: MakeNode) -> None:
+    """A host set up by the runbook (`npm i -g` plugins beside the core, which the product
+    never loads) ends with the plugin tracked and loaded by the product, the copy removed."""
+    node = make_node("migrate")
+    fleet, host, transport = setup(node, version="2026.4.3", plugins={DISCORD: "2026.4.3"})
+    argv = ["npm", "i", "-g", "--prefix", str(node.prefix), "--registry", node.registry.url]
+    done = transport.run([*argv, "openclaw@2026.4.3", f"{DISCORD}@2026.4.3"], timeout=120)
+    assert done.ok, done.error_text()
+    before = facts.installed_view(transport, host, str(node.prefix), timeout=30)
+    assert (before.plugins, before.strays) == ({}, [f"{DISCORD}@2026.4.3"])
+
+    removed: list[str] = []
+    got = operations.install(fleet, host, transport, fleet.packages(), removed=removed)
+
+    assert removed == [f"{DISCORD}@2026.4.3"]
+    assert got == Installed(core="2026.4.3", plugins={DISCORD: "2026.4.3"})
+    listed = {p.id: p for p in facts.gather(transport, facts.plugins(), timeout=30)}
+    discord = listed["discord"]
+    assert (discord.origin, discord.status, discord.enabled) == ("global", "loaded", True)
+    assert discord.install_spec == f"{DISCORD}@2026.4.3"
+    assert DISCORD not in tree(node, transport).plugins, "the npm copy is gone"
+
+
+def test_a_plugin_the_product_does_not_run_fails_verification(make_node: MakeNode) -> None:
+    node = make_node("disabled")
+    fleet, host, transport = setup(node, version="2026.4.3", plugins={DISCORD: "2026.4.3"})
+    operations.install(fleet, host, transport, fleet.packages())
+    assert transport.run(["openclaw", "plugins", "disable", "discord"], timeout=30).ok
+
+    with pytest.raises(
+        InstallVerificationFailed, match=f"plugin {DISCORD} is not running: disabled"
+    ):
+        operations.verify_installed(transport, host, str(node.prefix), fleet.packages(), timeout=30)
+
+
 def test_update_method_uses_openclaw_update_after_an_npm_bootstrap(make_node: MakeNode) -> None:
     node = make_node("upd")
     fleet, host, transport = setup(node, version="2026.4.2", install="openclaw-update")
@@ -127,7 +162,7 @@ def test_a_plugin_whose_peer_range_excludes_the_core(make_node: MakeNode) -> Non
     assert have.duplicates == [NESTED]
     with pytest.raises(InstallVerificationFailed, match="second copy of openclaw at " + NESTED):
         operations.verify_installed(
-            transport, str(node.prefix), {"openclaw": "2026.4.3"}, timeout=30
+            transport, host, str(node.prefix), {"openclaw": "2026.4.3"}, timeout=30
         )
 
 
@@ -246,6 +281,19 @@ def test_restart_commands_per_service_manager(make_node: MakeNode) -> None:
     argv, env = operations.restart_command(fleet, host, work, transport)
     assert (argv, env["OPENCLAW_PROFILE"]) == (["openclaw", "gateway", "restart"], "work")
     assert env["OPENCLAW_GATEWAY_PORT"] == str(node.ports[1])
+    # Stopped to swap a restored state in: launchd unloads the job (KeepAlive would start a
+    # killed one again) and loads it back from its plist.
+    assert operations.stop_command(fleet, launchd, work, transport)[0] == [
+        "launchctl", "bootout", f"gui/{uid}/ai.openclaw.work",
+    ]  # fmt: skip
+    plist = f"{node.home}/Library/LaunchAgents/ai.openclaw.work.plist"
+    assert operations.restart_command(fleet, launchd, work, transport, stopped=True)[0] == [
+        "launchctl", "bootstrap", f"gui/{uid}", plist,
+    ]  # fmt: skip
+    argv, env = operations.stop_command(fleet, systemd, work, transport)
+    assert argv == ["systemctl", "--user", "stop", "openclaw-gateway-work.service"]
+    stop = operations.stop_command(fleet, host, work, transport)[0]
+    assert stop == ["openclaw", "gateway", "stop"]
 
 
 # --- typed failures ----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The fact parsers on output captured from the REAL openclaw (2026.9.5 and 2026.9.6).
 
 tests/data/real/ holds what the released product printed on a test host of the real-product
-lane (HOME paths rewritten): `plugins list --json`, `doctor --json` and `health --json`. The
+lane (HOME paths rewritten): `plugins list --json`, `doctor --json`, `health --json`, and
+`update --json` refusing a downgrade. The
 lane itself parses the same commands live (tests/realproduct/); these pin the exact bytes, so
 a parser change that the real shape would break fails in the fast suite too.
 """
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import facts
-from reconciler.errors import FactParseError
+from reconciler import facts, operations
+from reconciler.errors import CommandFailed, FactParseError
 from reconciler.transport import CommandResult
 
 REAL = Path(__file__).parent / "data" / "real"
@@ -62,3 +63,17 @@ def test_real_health_is_a_reachable_ok_snapshot() -> None:
     health = facts.parse_health("mac-1", result(facts.health().argv, "health-2026.9.6.json"))
 
     assert health.reachable and health.ok is True
+
+
+def test_a_refused_downgrade_is_reported_in_the_products_own_words() -> None:
+    """`openclaw update --tag 2026.9.5 --yes --json` on 2026.9.6 after it migrated the state:
+    status error, reason database-schema-preflight, and the product's sentence on stderr."""
+    argv = ("openclaw", "update", "--tag", "2026.9.5", "--json", "--yes", "--no-restart")
+    refused = result(argv, "update-downgrade-refused-2026.9.6.json", exit_code=1)
+    with pytest.raises(CommandFailed) as caught:
+        operations.check_update("mac-1", refused)
+    assert "status 'error'" in str(caught.value)
+    assert (
+        "Update refused: state database /home/openclaw/.openclaw/state/openclaw.sqlite has "
+        "schema 18; target supports 17; writer build 2026.9.6." in str(caught.value)
+    )

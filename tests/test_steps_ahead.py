@@ -29,11 +29,12 @@ from reconciler.steps import FRESH_S, Executor
 from tests.nodes import fleet_spec
 
 OLD, NEW = "2026.4.2", "2026.4.3"
+DISCORD = "@openclaw/discord"
 Live = dict[str, tuple[bool, str | None]]
 
 
 def readiness(host: str, core: str) -> Readiness:
-    installed = Installed(core=core, plugins={"@openclaw/discord": core})
+    installed = Installed(core=core, plugins={DISCORD: core})
     profiles = [
         ProfileReadiness(
             profile="default", port=18789, healthz=True, readyz=True, health_ok=True,
@@ -68,8 +69,11 @@ class CountingAgent:
     core_now: dict[str, str] = field(default_factory=dict)
     glance_fails: bool = False
     just_observed: list[Readiness] = field(default_factory=list)
+    plugin_now: dict[str, str] = field(default_factory=dict)
+    """The plugin version the product lists, per host (default: the core's)."""
     glanced: list[str] = field(default_factory=list)
     observed: list[str] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)
 
     def ahead(self, host: Host) -> tuple[Readiness, float] | None:
         return self.ahead_of.pop(host.name, None)
@@ -81,8 +85,15 @@ class CountingAgent:
         self.glanced.append(host.name)
         if self.glance_fails:
             raise FactParseError(host.name, "glance: not JSON")
-        doc = readiness(host.name, self.core_now[host.name])
-        return doc.installed, {"default": (True, self.core_now[host.name])}
+        # The npm tree a glance reads: the core (the plugins are the product's tracked
+        # installs, which only its plugin list shows).
+        core = self.core_now[host.name]
+        return Installed(core=core), {"default": (True, core)}
+
+    def installed(self, host: Host) -> Installed:
+        self.listed.append(host.name)
+        core = self.core_now[host.name]
+        return Installed(core=core, plugins={DISCORD: self.plugin_now.get(host.name, core)})
 
     def observe(self, host: Host, *, lb_weights: Mapping[str, int], **_: object) -> Readiness:
         self.observed.append(host.name)
@@ -138,3 +149,13 @@ def test_a_readiness_this_process_just_observed_needs_no_glance(tmp_path: Path) 
     got = executor(agent, tmp_path).recheck({"mac-1": mine, "mac-2": theirs})
     assert got == {"mac-1": mine, "mac-2": theirs}
     assert agent.glanced == ["mac-2"] and agent.observed == []
+    assert agent.listed == ["mac-2"]  # the plugins, as the product lists them
+
+
+def test_a_ramp_gate_sees_a_peers_plugin_changed_through_the_product(tmp_path: Path) -> None:
+    """A glance reads npm's tree, which no longer holds plugins: the product's list does."""
+    theirs = readiness("mac-2", NEW)
+    agent = CountingAgent(core_now={"mac-2": NEW}, plugin_now={"mac-2": "2026.4.4"})
+    executor(agent, tmp_path).recheck({"mac-2": theirs})
+    assert agent.glanced == ["mac-2"] and agent.listed == ["mac-2"]
+    assert agent.observed == ["mac-2"], "a peer whose plugin changed was not observed again"

@@ -102,6 +102,9 @@ class RealWorld(World):
     def restart_argv(self, host: WorldHost) -> list[str]:
         return [str(host.home / "bin" / rp.SERVICE), "restart"]
 
+    def stop_argv(self, host: WorldHost) -> list[str]:
+        return [str(host.home / "bin" / rp.SERVICE), "stop"]
+
     def host_path(self, host: WorldHost) -> list[str]:
         return [str(self.node_bin)]
 
@@ -158,9 +161,9 @@ class RealWorld(World):
     def crash_at_start(self, host: WorldHost, version: str | None) -> None:
         rp.crash_at_start(host.home, version)
 
-    def openclaw(self, host: WorldHost, *argv: str) -> str:
+    def openclaw(self, host: WorldHost, *argv: str, env: Mapping[str, str] | None = None) -> str:
         """Run the real openclaw on a host; its stdout."""
-        return rp.openclaw(argv, self.host_env(host)).stdout
+        return rp.openclaw(argv, env or self.host_env(host)).stdout
 
     def view(self, host: WorldHost) -> ProductView:
         return ProductView.read(self, host)

@@ -63,6 +63,46 @@ class WorldHost:
         return f"sandbox-{self.name}"
 
 
+def host_environment(host: WorldHost) -> dict[str, str]:
+    """The environment of a command an operator runs on `host` (this process's, with the
+    host's HOME, npm prefix first on PATH and its gateway port)."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "npm_"))}
+    path = f"{host.prefix / 'bin'}{os.pathsep}{keep.get('PATH', os.defpath)}"
+    return {
+        **keep,
+        "HOME": str(host.home),
+        "PATH": path,
+        "OPENCLAW_GATEWAY_PORT": str(host.gateway_port),
+    }
+
+
+def product_version(
+    host: WorldHost, package: str = "openclaw", env: Mapping[str, str] | None = None
+) -> str | None:
+    """The version of `package` on `host` as the product has it: the core from the npm
+    prefix, a plugin from `openclaw plugins list --json` (a tracked install; an npm copy
+    beside the core is not one); None when it has none."""
+    if package == "openclaw":
+        path = host.prefix / "lib" / "node_modules" / "openclaw" / "package.json"
+        return json.loads(path.read_text())["version"] if path.exists() else None
+    listed = subprocess.run(
+        [str(standin_bin(host.prefix)), "plugins", "list", "--json"],
+        env=dict(env or host_environment(host)),
+        cwd=host.home,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+    if listed.returncode != 0:
+        return None
+    for plugin in json.loads(listed.stdout)["plugins"]:
+        spec = (plugin.get("trust") or {}).get("installSpec") or ""
+        if plugin.get("origin") != "bundled" and spec.rpartition("@")[0] == package:
+            return str(plugin["version"])
+    return None
+
+
 class Registry(Protocol):
     """Where the world's hosts install from: a LocalRegistry, or the real product's."""
 
@@ -172,20 +212,35 @@ class World:
         return next(h for h in self.hosts if h.name == name)
 
     def host_env(self, host: WorldHost) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "npm_"))}
-        path = f"{host.prefix / 'bin'}{os.pathsep}{keep.get('PATH', os.defpath)}"
-        return {
-            **keep,
-            "HOME": str(host.home),
-            "PATH": path,
-            "OPENCLAW_GATEWAY_PORT": str(host.gateway_port),
-        }
+        return host_environment(host)
 
     def install(self, host: WorldHost, core: str, plugins: Mapping[str, str]) -> None:
-        """Install directly (the 'before' state an operator already has)."""
-        specs = [f"openclaw@{core}", *(f"{n}@{v}" for n, v in plugins.items())]
+        """Install directly (the 'before' state an operator already has): the core with npm,
+        the plugins the product's way (tracked installs, which it loads)."""
         assert isinstance(self.registry, LocalRegistry)
-        npm_install_global(self.registry, host.prefix, specs, env=self.host_env(host))
+        env = self.host_env(host)
+        npm_install_global(self.registry, host.prefix, [f"openclaw@{core}"], env=env)
+        env["npm_config_registry"] = self.registry.url
+        for name, version in plugins.items():
+            self.openclaw(
+                host, "plugins", "install", f"npm:{name}@{version}", "--pin", "--force", env=env
+            )
+
+    def version(self, host: WorldHost, package: str = "openclaw") -> str | None:
+        return product_version(host, package, self.host_env(host))
+
+    def openclaw(self, host: WorldHost, *argv: str, env: Mapping[str, str] | None = None) -> str:
+        """Run the host's openclaw as an operator would; its stdout."""
+        done = subprocess.run(
+            [str(standin_bin(host.prefix)), *argv],
+            env=dict(env or self.host_env(host)),
+            cwd=host.home,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+        )
+        return done.stdout
 
     def start_gateway(self, host: WorldHost) -> None:
         """Set the gateway's token as an operator would (`config set`), then start it."""
@@ -270,6 +325,7 @@ class World:
                 f"    npmPrefix: {h.prefix}",
                 "    serviceManager: command",
                 f"    restartCommand: {json.dumps(self.restart_argv(h))}",
+                f"    stopCommand: {json.dumps(self.stop_argv(h))}",
                 *(["    path: " + json.dumps(self.host_path(h))] if self.host_path(h) else []),
                 "    profiles:",
                 f"      - port: {h.gateway_port}",
@@ -280,6 +336,10 @@ class World:
     def restart_argv(self, host: WorldHost) -> list[str]:
         """The host's restart command (its service manager)."""
         return ["openclaw", "gateway", "restart"]
+
+    def stop_argv(self, host: WorldHost) -> list[str]:
+        """The host's stop command (its service manager)."""
+        return ["openclaw", "gateway", "stop"]
 
     def host_path(self, host: WorldHost) -> list[str]:
         """Directories the spec puts first on the host's PATH."""

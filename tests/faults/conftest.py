@@ -41,7 +41,7 @@ from ruamel.yaml import YAML
 from reconciler.documents import Bookmark, Freeze, Lease, Readiness, RolloutRecord
 from reconciler.resolve import resolve_lock
 from reconciler.sandbox.registry import LocalRegistry
-from reconciler.sandbox.world import PLUGINS, World, WorldHost
+from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version
 from reconciler.spec import Fleet
 from tests.fixtures.webhook import Receiver, start_receiver
 
@@ -486,8 +486,8 @@ def trailers(commit: pygit2.Commit) -> dict[str, str]:
 
 
 def installed(host: WorldHost, name: str = "openclaw") -> str | None:
-    path = host.prefix / "lib" / "node_modules" / name / "package.json"
-    return str(json.loads(path.read_text())["version"]) if path.exists() else None
+    """The version the product has of `name` (the core, or a plugin it tracks and lists)."""
+    return product_version(host, name)
 
 
 def other(version: str) -> str:

@@ -4,7 +4,8 @@
 
 const BOOLEAN_FLAGS = new Set([
   'json', 'yes', 'no-restart', 'dry-run', 'post-upgrade', 'force', 'verbose', 'deep',
-  'help', 'fix', 'version', 'pin', 'all', 'keep-files', 'strict-json',
+  'help', 'fix', 'version', 'pin', 'all', 'keep-files', 'strict-json', 'verify',
+  'no-include-workspace',
 ]);
 
 function parseArgs(argv) {

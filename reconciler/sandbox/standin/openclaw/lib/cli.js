@@ -3,6 +3,7 @@
 // `openclaw update` rewrites this package on disk while it runs, and a long-running gateway must
 // keep serving the code (and the version) it started with.
 const { parseArgs } = require('./args.js');
+const { runBackup } = require('./backup.js');
 const { runConfig } = require('./config.js');
 const daemon = require('./daemon.js');
 const { runDoctor } = require('./doctor.js');
@@ -27,6 +28,9 @@ const USAGE = `Usage: openclaw <command> [options]   (stand-in for tests)
   plugins update <ids-or-npm-specs...> | --all
   plugins uninstall <ids...> --force [--keep-files]
   plugins enable|disable <id>
+  backup create [--output <path>] [--json] [--verify] [--dry-run] [--no-include-workspace]
+  backup verify <archive> [--json]
+  backup restore <archive> --target <fresh dir> [--json]
 `;
 
 // The product prints `OpenClaw 2026.9.6 (eb377ac)`; the stand-in puts `standin` where the
@@ -71,6 +75,7 @@ async function main(argv) {
     case 'update': return sub === 'status' ? runUpdateStatus(flags) : runUpdate(flags);
     case 'plugins': return runPlugins(sub, rest, flags);
     case 'config': return runConfig(sub, rest, flags);
+    case 'backup': return runBackup(sub, rest, flags);
     case undefined: return flags.help ? (process.stdout.write(USAGE), 0) : usage('');
     default: return usage(`unknown command: ${command}`);
   }

@@ -10,7 +10,7 @@ const crypto = require('node:crypto');
 const { updateConfig } = require('./config.js');
 const daemon = require('./daemon.js');
 const { PKG_DIR, binPath, globalPrefix, installedVersion, npmCommand, readJsonOr } = require('./pkg.js');
-const { satisfies } = require('./semver-lite.js');
+const { compareVersions, satisfies } = require('./semver-lite.js');
 const state = require('./state.js');
 
 const DEFAULT_TIMEOUT_MS = 20 * 60 * 1000;
@@ -103,6 +103,19 @@ function outcome(base, status, after, extra = {}) {
   return { status, ...head, ...extra, after, steps };
 }
 
+// Like the product, refuse to put a release on state a newer one wrote (the product checks the
+// state database's schema; the stand-in, which has none, the config's stamp).
+function downgradeRefusal(version) {
+  const { config, file } = state.readConfig();
+  const last = config.meta && typeof config.meta.lastTouchedVersion === 'string'
+    ? config.meta.lastTouchedVersion : null;
+  if (!last || compareVersions(version, last) >= 0) {
+    return null;
+  }
+  return `Update refused: ${file} was written by OpenClaw ${last}; target ${version} is older.\n`
+    + 'Installing manually via npm bypasses this guard; back up first and verify compatibility.';
+}
+
 // The update itself; returns the result object.
 function performUpdate(flags, base, steps) {
   const { tag, timeoutMs, prefix } = plan(flags);
@@ -119,6 +132,14 @@ function performUpdate(flags, base, steps) {
     return outcome(base, 'error', base.before, {
       reason: 'node-engine-unsupported',
       message: `OpenClaw ${version} requires Node ${enginesNode}; this host runs ${process.version}`,
+    });
+  }
+  const refusal = downgradeRefusal(version);
+  if (refusal) {
+    process.stderr.write(`${refusal}\n`);
+    return outcome(base, 'error', base.before, {
+      reason: 'database-schema-preflight',
+      failedStep: { name: 'database-schema-preflight', command: 'openclaw update', exitCode: 1, stderrTail: refusal },
     });
   }
   if (flags['dry-run']) {
