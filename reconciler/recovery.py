@@ -45,6 +45,7 @@ ROOT = ".local/state/openclaw-reconciler"
 ARCHIVE = re.compile(r"^(\d+)-([a-z0-9][a-z0-9-]{0,62})@([0-9A-Za-z.+-]{1,64})\.tar\.gz$")
 """`<seq>-<profile>@<release>.tar.gz`: the bookmark that took it, and the release to go back to."""
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
+KIND = re.compile(r"^[a-z]{1,32}$")
 SHA256_SCRIPT = 'sha256sum -- "$1" 2>/dev/null || shasum -a 256 -- "$1"; wc -c < "$1"'
 SWAP_SCRIPT = (
     'set -e; src=$1; staged=$2; aside=$3; mkdir -p -- "$(dirname -- "$aside")"; '
@@ -252,6 +253,8 @@ def usable(point: RecoveryPoint, host: Host, home: str) -> str | None:
     if point.profile not in {p.key() for p in host.profiles}:
         return f"no profile {point.profile!r} on {host.name}"
     for asset in point.assets:
+        if not KIND.fullmatch(asset.kind):
+            return f"asset kind {asset.kind!r} is not a plain word"
         src = asset.source_path
         if posixpath.normpath(src) != src or not src.startswith(home + "/") or ROOT in src:
             return f"asset path {src!r} is not a normalised path under {home}"

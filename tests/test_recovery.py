@@ -134,7 +134,9 @@ def test_a_restore_swaps_the_older_state_back_and_keeps_what_it_replaced(
     assert aside in restored.summary()
 
 
-@pytest.mark.parametrize("forgery", ["changed", "foreign archive", "asset outside home"])
+@pytest.mark.parametrize(
+    "forgery", ["changed", "foreign archive", "asset outside home", "asset kind a path"]
+)
 def test_a_changed_or_forged_recovery_point_is_refused_before_anything_stops(
     make_node: MakeNode, forgery: str
 ) -> None:
@@ -148,8 +150,11 @@ def test_a_changed_or_forged_recovery_point_is_refused_before_anything_stops(
             archive.write(b"\0")
     elif forgery == "foreign archive":
         point = point.model_copy(update={"archive": str(node.home / "elsewhere.tar.gz")})
-    else:
+    elif forgery == "asset outside home":
         asset = point.assets[0].model_copy(update={"source_path": "/etc"})
+        point = point.model_copy(update={"assets": [asset]})
+    else:  # the kind names the directory the live state is moved aside to
+        asset = point.assets[0].model_copy(update={"kind": "../../../.ssh"})
         point = point.model_copy(update={"assets": [asset]})
 
     with pytest.raises(RecoveryPointUnusable):
