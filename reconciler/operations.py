@@ -26,6 +26,9 @@ Why the install looks the way it does:
   locked release is refused unless the registry (as the host sees it) serves the locked value.
 * `prefer_offline=True` (rollbacks) adds `--prefer-offline`: the prior versions come from the
   host's npm cache, so a registry outage cannot block going back.
+* A new core and plugin changes on a host whose gateway still runs the old core: the gateway is
+  stopped first (the host is drained). The product refuses plugin changes by one core while a
+  gateway of another holds the plugin lifecycle lease (seen on 2026.9.4 -> 2026.9.5).
 * Unpinned `@openclaw/*` packages are removed (`prune`): otherwise a plugin dropped from the spec
   would stay and the tree could never equal the pins. Other global packages are never touched.
 
@@ -173,6 +176,12 @@ def install(
             releases=releases,
             seen=seen,
         )
+        plugin_work = any(name != CORE for name in todo) or bool(extras)
+        if CORE in todo and before.core is not None and plugin_work:
+            # The product refuses plugin changes by a new core while a gateway of the old one
+            # runs ("failed to acquire plugin lifecycle lease"): the host is drained, so stop
+            # it; the restart that follows the install starts it.
+            stop_host(fleet, host, transport)
         if CORE in todo:
             fresh = before.core is None
             _install_core(fleet, transport, npm, todo[CORE], fresh=fresh, managed=managed)
@@ -587,6 +596,10 @@ def restart(
     argv, env = restart_command(fleet, host, profile, transport, stopped=stopped)
     started = time.monotonic()
     result = transport.run(argv, timeout=quick, env=env, max_output=facts.SMALL_OUTPUT)
+    if not result.ok and host.service_manager == "launchd" and not stopped:
+        # kickstart needs a loaded job; one an install stopped (bootout) is loaded again
+        argv, env = restart_command(fleet, host, profile, transport, stopped=True)
+        result = transport.run(argv, timeout=quick, env=env, max_output=facts.SMALL_OUTPUT)
     if not result.ok:
         raise _failed(host.name, result)
     while True:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 BOOLEAN_FAULTS = frozenset(
-    {"doctor_red", "never_ready", "crash_at_start", "crash_on_start", "http_5xx"}
+    {"doctor_red", "never_ready", "crash_at_start", "crash_on_start", "http_5xx", "backup_refused"}
 )
 NUMERIC_FAULTS = frozenset(
     {"ready_delay_s", "doctor_delay_s", "install_delay_s", "ingress_pending"}

@@ -9,6 +9,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { isOn } = require('./faults.js');
 const { installedVersion } = require('./pkg.js');
 const state = require('./state.js');
 
@@ -77,6 +78,10 @@ function outputPath(flags, root) {
 }
 
 function create(flags) {
+  if (isOn('backup_refused', installedVersion())) {
+    // The product refuses a state it cannot archive safely (unresolved includes, changing files).
+    return fail(flags, 'Backup refused: config include graph cannot be resolved (fault injected).');
+  }
   const report = plan(flags, new Date());
   const archivePath = outputPath(flags, report.archiveRoot);
   const live = state.stateDir();

@@ -2,8 +2,8 @@
 // Fault injection, switchable per host without touching the code under test.
 // The file is $OPENCLAW_STANDIN_FAULTS, else $HOME/.openclaw-standin/faults.json, and it is read
 // again on every CLI invocation and on every gateway request. Format:
-//   boolean faults (doctor_red, never_ready, crash_at_start, http_5xx; crash_on_start is an
-//   older name of crash_at_start):
+//   boolean faults (doctor_red, never_ready, crash_at_start, http_5xx, backup_refused;
+//   crash_on_start is an older name of crash_at_start):
 //       true                       -> active on every version
 //       ["2026.4.4", ...]          -> active only while that version is the one running
 //   numeric faults (ready_delay_s, doctor_delay_s, install_delay_s, ingress_pending):
@@ -13,7 +13,9 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { homeDir } = require('./state.js');
 
-const BOOLEAN_FAULTS = ['doctor_red', 'never_ready', 'crash_at_start', 'crash_on_start', 'http_5xx'];
+const BOOLEAN_FAULTS = [
+  'doctor_red', 'never_ready', 'crash_at_start', 'crash_on_start', 'http_5xx', 'backup_refused',
+];
 const NUMERIC_FAULTS = ['ready_delay_s', 'doctor_delay_s', 'install_delay_s', 'ingress_pending'];
 
 function faultsFile(env = process.env) {

@@ -10,6 +10,7 @@
 const fs = require('node:fs');
 const { updateConfig } = require('./config.js');
 const { getJson } = require('./http-client.js');
+const { installedVersion, readJsonOr } = require('./pkg.js');
 const plugins = require('./plugins.js');
 const state = require('./state.js');
 
@@ -44,6 +45,22 @@ async function applyToGateway() {
     // not running: the next start loads it
   }
   process.stdout.write('Gateway not running: the change applies at its next start.\n');
+}
+
+// Like the product (2026.9.5 over a running 2026.9.4): a core other than the running gateway's
+// cannot take the plugin lifecycle lease the gateway holds; stop the gateway first.
+function leaseRefusal() {
+  const runtime = readJsonOr(state.paths().runtimeFile, null);
+  if (!runtime || !runtime.pid || runtime.version === installedVersion()) {
+    return null;
+  }
+  try {
+    process.kill(runtime.pid, 0);
+  } catch {
+    return null; // a stale runtime file: no gateway holds the lease
+  }
+  return '[openclaw] The CLI command failed.\n'
+    + '[openclaw] Reason: failed to acquire plugin lifecycle lease core:plugin-lifecycle/global';
 }
 
 function list(flags) {
@@ -151,9 +168,9 @@ async function runPlugins(sub, args, flags) {
   try {
     switch (sub) {
       case 'list': return list(flags);
-      case 'install': return await install(args, flags);
-      case 'update': return await update(args, flags);
-      case 'uninstall': return await uninstall(args, flags);
+      case 'install': return leaseRefusal() ? fail(leaseRefusal()) : await install(args, flags);
+      case 'update': return leaseRefusal() ? fail(leaseRefusal()) : await update(args, flags);
+      case 'uninstall': return leaseRefusal() ? fail(leaseRefusal()) : await uninstall(args, flags);
       case 'enable': return await toggle(args[0], true);
       case 'disable': return await toggle(args[0], false);
       default: return fail(`unknown plugins command: ${sub || '(none)'}`);
