@@ -139,6 +139,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from reconciler import report
     from reconciler.planner import plan
 
     base_fleets: dict[str, LoadedSpec] = {}
@@ -160,6 +161,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         else:
             print(render.problems_text(problems), file=sys.stderr)
         return EXIT_INVALID
+    down = {
+        spec.fleet.name: report.last_out_of_service(repo, spec.fleet) if args.repo else {}
+        for spec in loaded
+    }
     plans = [
         plan(
             spec.fleet,
@@ -167,15 +172,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
             base=base_fleets[spec.fleet.name].fleet if spec.fleet.name in base_fleets else None,
             base_commit=base_commit,
             head_commit=head_commit,
+            first=sorted(down[spec.fleet.name]),
         )
         for spec in loaded
     ]
     if args.json:
-        render.emit_json({"valid": True, "plans": [p.dump() for p in plans]})
+        dumped = [p.dump() | {"outOfService": down[p.fleet]} for p in plans]
+        render.emit_json({"valid": True, "plans": dumped})
     else:
         out = render.console()
         for p in plans:
-            render.print_plan(p, out)
+            render.print_plan(p, out, out_of_service=down[p.fleet])
     return EXIT_CHANGES if any(p.changed for p in plans) else EXIT_OK
 
 

@@ -262,6 +262,10 @@ class RolloutRecord(Model):
     current_step: str | None = None
     hosts: dict[str, HostStatus] = Field(default_factory=dict)
     failed_commits: list[str] = Field(default_factory=list)
+    repair_first: list[str] = Field(
+        default_factory=list,
+        description="hosts out of service when the rollout started: the plan takes them first",
+    )
     golden_fingerprint: str | None = Field(
         None, description="fingerprint of the first host upgraded in this rollout"
     )

@@ -31,8 +31,8 @@ from reconciler.documents import (
     RolloutRecord,
     with_lb_weights,
 )
-from reconciler.errors import PermanentError, SpecError
-from reconciler.gates import matches_lock, ramp_refusals, tree_vs_lock
+from reconciler.errors import PermanentError, SpecError, TemporaryError
+from reconciler.gates import availability_refusal, matches_lock, ramp_refusals, tree_vs_lock
 from reconciler.gitstore import GitStore, StatusRewritten
 from reconciler.lb import LoadBalancer, ServerStats, apply_weights
 from reconciler.notify import Event, EventKind, Notifier
@@ -288,7 +288,8 @@ class Engine:
         applied = old.applied_commit if old else None
         converged = old is not None and old.phase == "Complete" and applied == old.spec_commit
         base = self._fleet_at(applied) if applied and converged else None
-        plan = self._plan(spec, head, base, applied if base else None)
+        down = self._down_at_start(spec, head)
+        plan = self._plan(spec, head, base, applied if base else None, first=sorted(down))
         record = RolloutRecord(
             fleet=self.fleet_name,
             phase="Progressing" if plan.steps else "Complete",
@@ -300,12 +301,14 @@ class Engine:
             current_step=plan.steps[0].id if plan.steps else None,
             hosts={h: HostStatus() for h in plan.order},
             failed_commits=old.failed_commits if old else [],
+            repair_first=sorted(down),
             message=f"{len(plan.steps)} steps",
             updated_at=self._now(),
         )
+        repair = f"; out of service, repaired first: {_listing(down)}" if down else ""
         t = Transition(
             self.fleet_name,
-            f"rollout {head[:12]} started: {_summary(plan)}",
+            f"rollout {head[:12]} started: {_summary(plan)}{repair}",
             spec_commit=head,
             phase=record.phase,
         )
@@ -326,6 +329,46 @@ class Engine:
         commit = self._write(status, t, record)
         return PassResult(record.phase, t.subject, 0.0, acted=True, commit=commit)
 
+    def _down_at_start(self, spec: LoadedSpec, head: str) -> dict[str, str]:
+        """Hosts out of service as a rolling rollout starts (it repairs them first)."""
+        if spec.fleet.rollout.strategy != "rolling":
+            return {}
+        starting = RolloutRecord(
+            fleet=self.fleet_name, phase="Progressing", spec_commit=head, updated_at=self._now()
+        )
+        ex = self._executor(spec, starting)
+        try:
+            return ex.out_of_service([h.name for h in spec.fleet.hosts])
+        except TemporaryError as err:  # the load balancer: asked again before every drain
+            log.warning("%s: hosts out of service unknown at the start: %s", self.fleet_name, err)
+            return {}
+
+    def _available(
+        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, step: Step, ex: Executor
+    ) -> PassResult | None:
+        """Hold before a drain that would put more hosts out of service than
+        `rollout.maxUnavailable`, counting those already out whatever took them out."""
+        others = [h.name for h in spec.fleet.hosts if h.name not in step.hosts]
+        out = ex.out_of_service(others)
+        refusal = availability_refusal(out, step.hosts, spec.fleet.rollout.max_unavailable)
+        if refusal is None:
+            return None
+        message = f"{step.id}: holding before the drain: {refusal}"
+        if record.phase == "Paused" and record.message == message:
+            return PassResult("Paused", message, self.poll_s * 10)
+        t = Transition(
+            self.fleet_name, message, spec_commit=record.spec_commit, node=step.hosts[0],
+            phase="Paused",
+        )  # fmt: skip
+        commit = self._write(
+            status, t, record.model_copy(update={"phase": "Paused", "message": message})
+        )
+        self._event(
+            "gate", message, host=step.hosts[0], spec_commit=record.spec_commit,
+            status_commit=commit,
+        )  # fmt: skip
+        return PassResult("Paused", message, self.poll_s * 10, commit=commit)
+
     def _lease_for(self, plan: Plan) -> float:
         """A lease outlives the longest step, so a holder is never mid-step when it expires."""
         return self.lease_s + max((s.timeout_s for s in plan.steps), default=0.0)
@@ -335,11 +378,17 @@ class Engine:
         return spec.fleet if spec else None
 
     def _plan(
-        self, spec: LoadedSpec, head: str, base: Fleet | None, base_commit: str | None
+        self,
+        spec: LoadedSpec,
+        head: str,
+        base: Fleet | None,
+        base_commit: str | None,
+        first: Sequence[str] = (),
     ) -> Plan:
         return planner.plan(
-            spec.fleet, spec.lock, base=base, base_commit=base_commit, head_commit=head
-        )
+            spec.fleet, spec.lock, base=base, base_commit=base_commit, head_commit=head,
+            first=first,
+        )  # fmt: skip
 
     # --- progressing ---------------------------------------------------------------------
 
@@ -354,7 +403,9 @@ class Engine:
             message = f"standing by: {status.lease.holder} holds the lease"
             return PassResult(record.phase, message, min(max(wait, 0.1), self.poll_s * 5))
         base = self._fleet_at(record.base_commit) if record.base_commit else None
-        plan = self._plan(spec, record.spec_commit or "", base, record.base_commit)
+        plan = self._plan(
+            spec, record.spec_commit or "", base, record.base_commit, record.repair_first
+        )
         if plan.sha256 != record.plan_sha256:
             raise PermanentError(
                 f"plan of {record.spec_commit} changed under the rollout "
@@ -440,6 +491,10 @@ class Engine:
                 return skipped
         if step.action == "ramp":
             held = self._gate_or_soak(status, spec, record, plan, step, ex)
+            if held is not None:
+                return held
+        if step.action == "drain" and spec.fleet.rollout.strategy == "rolling":
+            held = self._available(status, spec, record, step, ex)
             if held is not None:
                 return held
         self.failpoints.hit(f"{step.id}:before")
@@ -735,7 +790,10 @@ class Engine:
         outcome: Outcome,
     ) -> PassResult:
         reason = outcome.red or "red"
-        hosts = _with_phase(record.hosts, step.hosts, "Failed", None)
+        # A bookmark that could not be taken (no room for the recovery point, a backup the
+        # product refused) changed nothing on the host: there is nothing to restore.
+        untouched = step.action == "bookmark"
+        hosts = _with_phase(record.hosts, step.hosts, "RolledBack" if untouched else "Failed", None)
         message = f"{outcome.subject}: {reason}"
         freeze = Freeze(
             fleet=self.fleet_name,
@@ -745,11 +803,12 @@ class Engine:
             created_at=self._now(),
         )
         failed = [*record.failed_commits, record.spec_commit or ""]
-        t = self._transition(
-            f"{outcome.subject}; restoring from bookmark, fleet frozen", record, step, outcome
-        )
+        then = "nothing on the host changed" if untouched else "restoring from bookmark"
+        t = self._transition(f"{outcome.subject}; {then}, fleet frozen", record, step, outcome)
         t.phase = "Failed"
         t.put("freeze.json", freeze)
+        if untouched:
+            t.put("lease.json", None)  # nothing left to act on
         update = {"phase": "Failed", "hosts": hosts, "message": message, "failed_commits": failed}
         commit = self._write(status, t, record.model_copy(update=update))
         first = next(
@@ -1004,3 +1063,7 @@ def _with_phase(
 
 def host_of(fleet: Fleet, name: str) -> Host:
     return fleet.host(name)
+
+
+def _listing(reasons: Mapping[str, str]) -> str:
+    return "; ".join(f"{host} ({why})" for host, why in sorted(reasons.items()))

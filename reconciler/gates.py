@@ -15,6 +15,42 @@ from reconciler.documents import Freeze, Installed, Readiness
 from reconciler.lock import Lock
 
 
+def availability_refusal(
+    out: Mapping[str, str], taking: Iterable[str], max_unavailable: int
+) -> str | None:
+    """Why taking the hosts `taking` out of service now would exceed `rollout.maxUnavailable`,
+    given the hosts already `out` (host -> why), or None. A host being taken that is itself
+    out costs nothing more."""
+    taken = [h for h in taking if h not in out]
+    if len(out) + len(taken) <= max_unavailable:
+        return None
+    down = "; ".join(f"{h}: {why}" for h, why in sorted(out.items()))
+    return (
+        f"maxUnavailable {max_unavailable} reached: {len(out)} host"
+        f"{'s' * (len(out) != 1)} already out of service ({down})"
+    )
+
+
+def out_of_service_observed(
+    desired: Mapping[str, Mapping[str, int]], nodes: Mapping[str, Readiness]
+) -> dict[str, str]:
+    """Hosts the status branch last saw out of service, and why: a gateway not ready, or a
+    load balancer weight of 0 where the spec wants more. `desired`: host -> profile ->
+    desired weight."""
+    out = {}
+    for host, doc in nodes.items():
+        wanted = desired.get(host, {})
+        why = [f"gateway {p.profile} not ready" for p in doc.profiles if not p.readyz]
+        why += [
+            f"profile {p.profile} at weight 0"
+            for p in doc.profiles
+            if p.lb_weight == 0 and wanted.get(p.profile, 0) > 0
+        ]
+        if why:
+            out[host] = f"{'; '.join(why)} (observed {doc.observed_at})"
+    return out
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """{"plugins": {"a": "1"}} -> {"plugins.a": "1"}, so differences can be named by field."""
     if isinstance(value, Mapping):

@@ -8,7 +8,7 @@ Ordering and weight policies are tiny functions so each can be read and tested a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -71,6 +71,10 @@ class Plan(Model):
     target: dict[str, str]
     changes: list[Change]
     order: list[str]
+    max_unavailable: int = Field(1, description="rollout.maxUnavailable")
+    repair_first: list[str] = Field(
+        default_factory=list, description="hosts out of service, taken first (in `order`)"
+    )
     steps: list[Step]
     warnings: list[str]
     expected_duration_s: float
@@ -90,6 +94,14 @@ def host_order(fleet: Fleet) -> list[Host]:
         return [fleet.host(name) for name in fleet.rollout.order]
     rank = {role: i for i, role in enumerate(fleet.rollout.roles)}
     return sorted(fleet.hosts, key=lambda h: rank.get(h.role, len(rank)))
+
+
+def repair_first(order: list[Host], first: Sequence[str]) -> list[Host]:
+    """`order` with the hosts named in `first` moved to the front (each keeping its place
+    relative to the others): a host already out of service is brought back before a healthy
+    one is taken out."""
+    down = set(first)
+    return [h for h in order if h.name in down] + [h for h in order if h.name not in down]
 
 
 def server_name(host: Host, profile: Profile) -> str:
@@ -181,13 +193,15 @@ def plan(
     base_commit: str | None = None,
     head_commit: str | None = None,
     node_versions: Mapping[str, str] | None = None,
+    first: Sequence[str] = (),
 ) -> Plan:
-    """Build the plan that takes the fleet from `base` (as desired before) to `head`."""
+    """Build the plan that takes the fleet from `base` (as desired before) to `head`; the hosts
+    in `first` (out of service when the rollout starts) are repaired before any other."""
     changes = diff(base, head)
     install = any(c.kind in ("core", "plugin", "install", "registry") for c in changes)
     new_hosts = {c.subject for c in changes if c.kind == "host-added"}
     reweighted = {c.subject for c in changes if c.kind == "weight"}
-    order = host_order(head)
+    order = repair_first(host_order(head), first)
     if head.rollout.strategy == "all-at-once":
         steps = _all_at_once(head, order, install or base is None)
     else:
@@ -207,6 +221,8 @@ def plan(
         "target": head.packages(),
         "changes": [c.dump() for c in changes],
         "order": [h.name for h in order],
+        "maxUnavailable": head.rollout.max_unavailable,
+        "repairFirst": [h.name for h in order if h.name in set(first)],
         "steps": [s.dump() for s in steps],
         "warnings": preflight_warnings(head, lock, base, node_versions or {}),
         "expectedDurationS": expected_duration(steps),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from rich.console import Console
@@ -67,7 +67,9 @@ def change_lines(plan: Plan) -> list[str]:
     return [f"{c.kind:<13} {c.subject:<24} {arrow(c.before, c.after)}" for c in plan.changes]
 
 
-def print_plan(plan: Plan, out: Console) -> None:
+def print_plan(
+    plan: Plan, out: Console, *, out_of_service: Mapping[str, str] | None = None
+) -> None:
     header = (
         f"fleet {plan.fleet}: {plan.strategy}, {len(plan.steps)} steps, "
         f"about {_duration(plan.expected_duration_s)}"
@@ -81,6 +83,9 @@ def print_plan(plan: Plan, out: Console) -> None:
     for line in change_lines(plan):
         out.print(f"  {line}")
     out.print(f"order: {' -> '.join(plan.order)}")
+    out.print(f"availability: at most {plan.max_unavailable} host(s) out of service at once")
+    for host, why in sorted((out_of_service or {}).items()):
+        out.print(f"out of service: {host}: {why}; the rollout starts with it")
     if out.is_terminal:
         table = Table("#", "host", "action", "detail", "soak")
         for row in plan_rows(plan):

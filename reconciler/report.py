@@ -6,6 +6,7 @@ terminal says and what git says can never disagree.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,8 +15,10 @@ import pygit2
 from rich.console import Console
 from rich.table import Table
 
-from reconciler.gates import differing_fields
-from reconciler.gitstore import GitStore
+from reconciler.documents import Readiness
+from reconciler.gates import differing_fields, out_of_service_observed
+from reconciler.gitstore import STATUS_BRANCH, GitStore
+from reconciler.spec import Fleet
 from reconciler.status import FleetStatus, fleet_dir
 
 INSTALLED = ("Installed", "Restarted")
@@ -147,3 +150,62 @@ def print_history(entries: list[dict[str, Any]], out: Console) -> None:
     for e in entries:
         phase = e["trailers"].get("Phase", "")
         out.print(f"{e['commit'][:10]}  {e['time'][:19]}  {phase:<11} {e['subject']}")
+
+
+def last_out_of_service(repo: pygit2.Repository, fleet: Fleet) -> dict[str, str]:
+    """Hosts of `fleet` that the status branch of `repo` (if it has one) last saw out of
+    service, and why: what `plan` shows, and takes first."""
+    try:
+        head = repo.revparse_single(f"refs/heads/{STATUS_BRANCH}").peel(pygit2.Commit)
+        nodes = head.tree / f"{fleet_dir(fleet.name)}/nodes"
+    except (KeyError, ValueError, pygit2.GitError):
+        return {}
+    docs = {}
+    for entry in nodes if isinstance(nodes, pygit2.Tree) else ():
+        blob = repo[entry.id]
+        name = (entry.name or "").removesuffix(".json")
+        if isinstance(blob, pygit2.Blob) and name in {h.name for h in fleet.hosts}:
+            docs[name] = Readiness.model_validate_json(blob.data)
+    desired = {h.name: {p.key(): p.weight for p in h.profiles} for h in fleet.hosts}
+    return out_of_service_observed(desired, docs)
+
+
+_HOST_SUBJECT = re.compile(r"^([a-z0-9][a-z0-9-]*): (.*)$")
+_PHASES = (
+    ("bookmarked", "backup create (recovery point) and bookmark"),
+    ("drained", "drain"),
+    ("preflight", "preflight"),
+    ("restored from its recovery point", "restore onto the recovery point (install step)"),
+    ("installed", "install (core, then plugins)"),
+    ("restarted", "restart"),
+    ("running, doctor green, ready", "restart to ready (verify)"),
+    ("weight", "ramp"),
+    ("restored to", "restore"),
+    ("red after", "verify (red)"),
+    ("failed", "step failed"),
+)
+
+
+def phase_rows(repo: pygit2.Repository, after: str | None = None) -> list[tuple[str, str, int]]:
+    """(host, phase, seconds) from the status branch: the time between a host's transitions
+    is the time its phase took (commit times: one-second resolution). `after`: only the
+    transitions after that status commit."""
+    head = repo.revparse_single(f"refs/heads/{STATUS_BRANCH}").peel(pygit2.Commit)
+    walker = repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
+    previous: int | None = None
+    if after is not None:
+        since = repo.revparse_single(after).peel(pygit2.Commit)
+        walker.hide(since.id)
+        previous = since.commit_time
+    last: dict[str, int] = {}
+    rows: list[tuple[str, str, int]] = []
+    for commit in walker:
+        began = previous if previous is not None else commit.commit_time
+        match = _HOST_SUBJECT.match(commit.message.splitlines()[0])
+        if match is not None:
+            host, subject = match.groups()
+            phase = next((name for key, name in _PHASES if key in subject), subject[:40])
+            rows.append((host, phase, commit.commit_time - last.get(host, began)))
+            last[host] = commit.commit_time
+        previous = commit.commit_time
+    return rows

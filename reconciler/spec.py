@@ -176,6 +176,11 @@ class Rollout(Model):
         "error", description="a doctor finding at or above this severity makes a host red"
     )
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 1024
+    max_unavailable: Annotated[int, Field(ge=1, le=1000)] = Field(
+        1,
+        description="hosts out of service at once, counting those already out whatever took "
+        "them out (a rolling rollout holds before draining another); all-at-once ignores it",
+    )
     keep_recovery_points: Annotated[int, Field(ge=1, le=100)] = Field(
         3,
         description="releases a host keeps a recovery point (verified backup) of, the newest "

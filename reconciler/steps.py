@@ -37,6 +37,8 @@ REGISTRY_GRACE_S = 30.0
 REGISTRY_RETRY_S = 2.0
 FRESH_S = 1.0
 """An observation that finished this recently is as current as one made now."""
+OUT_STATES = ("MAINT", "DOWN", "DRAIN", "NOLB")
+"""Load balancer server states (HAProxy's `show stat` status) that take no new traffic."""
 READY_WAIT_S = 10.0
 """Longest single wait for readiness on the host, so the deadline is checked in between."""
 
@@ -187,6 +189,31 @@ class Executor:
         except PermanentError as exc:
             return Outcome(subject=f"{_who(step)}: {step.action} failed", red=str(exc))
         return result
+
+    def out_of_service(self, names: list[str]) -> dict[str, str]:
+        """The hosts among `names` that serve no traffic now, and why, whatever took them out:
+        the load balancer's own state (MAINT, DOWN, DRAIN), a weight of 0 where the spec wants
+        more, a gateway that is not ready, a host that cannot be reached."""
+        stats, weights = self.lb.stats(), self.lb.weights()
+
+        def why(name: str) -> str:
+            host = self.fleet.host(name)
+            reasons = []
+            for server, wanted in host_weights(host, 100).items():
+                state = stats[server].status.upper() if server in stats else "UP"
+                if state.startswith(OUT_STATES):
+                    reasons.append(f"load balancer server {server} is {state}")
+                elif wanted > 0 and weights.get(server) == 0:
+                    reasons.append(f"load balancer server {server} at weight 0")
+            try:
+                _tree, live = self.agent.glance(host)
+            except (HostError, TemporaryError) as err:
+                return "; ".join([*reasons, f"cannot be observed ({err})"])
+            down = sorted(profile for profile, (ready, _running) in live.items() if not ready)
+            reasons += [f"gateway {', '.join(down)} not ready"] if down else []
+            return "; ".join(reasons)
+
+        return {name: reason for name, reason in _each(names, why).items() if reason}
 
     def observe(self, names: list[str]) -> dict[str, Readiness]:
         """Fresh readiness of several hosts, observed in parallel."""

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pygit2
 import pytest
 from ruamel.yaml import YAML
 
+from reconciler.canonical import sha256_of
 from reconciler.cli import main
+from reconciler.documents import seal_readiness
 from reconciler.lock import LockedPackage, build_lock
 from reconciler.planner import host_order, plan, step_weight
 from reconciler.spec import Fleet
@@ -200,3 +203,49 @@ def test_explicit_order_beats_roles():
         update={"rollout": fleet.rollout.model_copy(update={"order": ["mac-3", "mac-1", "mac-2"]})}
     )
     assert [h.name for h in host_order(reordered)] == ["mac-3", "mac-1", "mac-2"]
+
+
+def observed(host: str, *, ready: bool, weight: int) -> bytes:
+    """A node document as the status branch holds it (readiness of one host)."""
+    profile = {"profile": "default", "port": 18789, "readyz": ready, "lbWeight": weight}
+    basis: dict[str, object] = {"core": "2026.4.2"}
+    doc = seal_readiness(
+        {
+            "schemaVersion": 1, "fleet": "studio", "host": host,
+            "observedAt": "2026-12-01T09:00:00Z", "specCommit": "0" * 40, "lockSha256": None,
+            "nodeVersion": "24.16.0", "installed": {"core": "2026.4.2"}, "profiles": [profile],
+            "green": ready, "reasons": [], "basis": basis, "fingerprint": sha256_of(basis),
+        }
+    )  # fmt: skip
+    return doc.model_dump_json(by_alias=True).encode()
+
+
+def test_plan_names_the_hosts_out_of_service_and_starts_with_them(repo, capsys):
+    """The status branch last saw mac-2's gateway down: the plan says so, shows the budget,
+    and takes mac-2 first."""
+    status = {
+        "fleets/studio/nodes/mac-1.json": observed("mac-1", ready=True, weight=100),
+        "fleets/studio/nodes/mac-2.json": observed("mac-2", ready=False, weight=0),
+    }
+    parent = repo.repo.head.target
+    index = pygit2.Index()
+    for path, data in status.items():
+        index.add(pygit2.IndexEntry(path, repo.repo.create_blob(data), pygit2.enums.FileMode.BLOB))
+    who = pygit2.Signature("reconciler", "reconciler@example.com")
+    repo.repo.create_commit(
+        "refs/heads/reconciler/status", who, who, "observed", index.write_tree(repo.repo), []
+    )
+    bump = spec_commit(repo, fleet_yaml("2026.4.3", "2026.4.3"), "openclaw 2026.4.3")
+
+    code, out = run_plan(repo, str(parent), bump, capsys)
+
+    [plan] = out["plans"]
+    assert code == 3 and plan["order"][0] == "mac-2" and plan["repairFirst"] == ["mac-2"]
+    assert plan["maxUnavailable"] == 1
+    why = plan["outOfService"]["mac-2"]
+    assert "gateway default not ready" in why and "at weight 0" in why
+    assert "mac-1" not in plan["outOfService"]
+    main(["plan", "--repo", str(repo.path), "--base", str(parent), "--head", bump])
+    text = capsys.readouterr().out
+    assert "out of service: mac-2: gateway default not ready" in text
+    assert "the rollout starts with it" in text and "at most 1 host(s) out of service" in text

@@ -5,7 +5,9 @@ last observation (so a host mid-rollout is not shown on the release it just left
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
+import pygit2
 from rich.console import Console
 
 from reconciler import report
@@ -50,3 +52,34 @@ def test_a_verified_host_shows_what_was_observed() -> None:
 
     assert doc["hosts"][0]["installedByStep"] is None
     assert "installed; observed" not in rendered(doc)
+
+
+def test_phase_timings_are_the_time_between_a_hosts_transitions(tmp_path: Path) -> None:
+    repo = pygit2.init_repository(str(tmp_path / "spec.git"), bare=True)
+    tree = repo.TreeBuilder().write()
+    parents: list[pygit2.Oid] = []
+    subjects = [
+        (100, "rollout abc started: openclaw 2026.9.4 -> 2026.9.5"),
+        (103, "mac-1: bookmarked (openclaw 2026.9.4, weights mac-1=100, 1 recovery point)"),
+        (104, "mac-1: drained (weight 0)"),
+        (190, "mac-1: installed openclaw 2026.9.5"),
+        (215, "mac-1: openclaw 2026.9.5 running, doctor green, ready"),
+        (216, "mac-2: bookmarked (openclaw 2026.9.4, weights mac-2=100, 1 recovery point)"),
+    ]
+    for when, subject in subjects:
+        who = pygit2.Signature("reconciler", "r@example.com", when, 0)
+        parents = [repo.create_commit(None, who, who, subject, tree, parents)]
+        if when == 103:
+            started = parents[0]
+    repo.references.create("refs/heads/reconciler/status", parents[0])
+
+    rows = report.phase_rows(repo)
+
+    assert rows == [
+        ("mac-1", "backup create (recovery point) and bookmark", 3),
+        ("mac-1", "drain", 1),
+        ("mac-1", "install (core, then plugins)", 86),
+        ("mac-1", "restart to ready (verify)", 25),
+        ("mac-2", "backup create (recovery point) and bookmark", 1),
+    ]
+    assert report.phase_rows(repo, after=str(started))[0] == ("mac-1", "drain", 1)

@@ -228,8 +228,12 @@ def install_processes(host: WorldHost) -> list[str]:
 
 
 def kill_gateway(host: WorldHost) -> None:
-    """Power-off for the gateway: SIGKILL the process its pidfile names."""
-    pid = int((host.home / ".openclaw" / "gateway.pid").read_text().strip())
+    """Power-off for the gateway: SIGKILL the process its pidfile names (none: the install
+    stopped it already, as it does before a new core's plugins)."""
+    pidfile = host.home / ".openclaw" / "gateway.pid"
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().strip())
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     assert b"gateway" in cmdline, cmdline
     with contextlib.suppress(ProcessLookupError):

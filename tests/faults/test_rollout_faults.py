@@ -260,3 +260,31 @@ def test_weights_file_gone_before_drain_and_at_the_ramp(h: Harness) -> None:
     done = h.reconcile()
     assert done.returncode == 0, done.stderr
     h.complete(bump, target)
+
+
+# --- the recovery point ---------------------------------------------------------------------------
+
+
+def test_a_backup_the_product_refuses_stops_the_rollout_before_the_host_changes(
+    h: Harness,
+) -> None:
+    mac1 = h.world.hosts[0]
+    before = current(h)
+    target = other(before)
+    h.world.set_faults(mac1, backup_refused=True)
+    try:
+        bump = h.bump(target, message=f"openclaw {target} (mac-1 cannot be backed up)")
+        done = h.reconcile()
+    finally:
+        h.world.set_faults(mac1)
+
+    assert done.returncode == 2, done.stderr
+    record = h.rollout()
+    assert record["phase"] == "Failed" and record["hosts"]["mac-1"]["phase"] == "RolledBack"
+    freeze = h.status_file("freeze.json")
+    assert freeze is not None and "Backup refused" in freeze["reason"]
+    assert any("nothing on the host changed" in s for s in h.subjects(bump, "mac-1"))
+    assert h.end_state(before) == {x.name: before for x in h.world.hosts}
+    assert h.world.weights() == {x.server: x.weight for x in h.world.hosts}
+    assert not [s for s in h.subjects(bump, "mac-1") if "drained" in s], "drained anyway"
+    assert h.status_file("lease.json") is None, "the lease outlived a rollout with nothing to do"

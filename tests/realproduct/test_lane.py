@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler import facts
+from reconciler import facts, report
 from reconciler.sandbox.realproduct import PLUGIN, RELEASES
 from reconciler.sandbox.realworld import ProductView, RealWorld, Traffic
 from reconciler.sandbox.registry import LocalRegistry
@@ -49,13 +50,28 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealWorld]:
 
 
 def reconcile(world: RealWorld, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    head = world.status_repo().references.get("refs/heads/reconciler/status")
+    done = subprocess.run(
         world.reconcile_argv("--retries", "1", "--max-backoff", "5", *extra),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
         env=dict(os.environ),
     )
+    record_phases(world, str(head.target) if head is not None else None)
+    return done
+
+
+PHASES_FILE = Path(tempfile.gettempdir()) / "openclaw-lane-phases.md"
+"""Where the lane appends each run's per-phase real timings (for the issue notes)."""
+
+
+def record_phases(world: RealWorld, after: str | None) -> None:
+    rows = report.phase_rows(world.status_repo(), after)
+    with PHASES_FILE.open("a") as out:
+        out.write(f"\n### {os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]}\n\n")
+        out.write("| host | phase | seconds |\n|---|---|---|\n")
+        out.writelines(f"| {h} | {p} | {s} |\n" for h, p, s in rows)
 
 
 def spec(version: str) -> dict[str, str]:
