@@ -190,10 +190,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> GitStore:
-    from reconciler.gitstore import GitStore
+    from reconciler.gitstore import GitStore, SshAccess
 
     cache = Path(args.cache) if args.cache else default_cache(args.remote)
-    return GitStore(args.remote, cache / "repo.git", branch=args.branch)
+    ssh = None
+    if args.git_ssh_key or args.git_known_hosts:
+        if not (args.git_ssh_key and args.git_known_hosts):
+            raise ConfigError("--git-ssh-key and --git-known-hosts go together")
+        ssh = SshAccess(Path(args.git_ssh_key), Path(args.git_known_hosts))
+    return GitStore(args.remote, cache / "repo.git", branch=args.branch, ssh=ssh)
 
 
 def default_cache(remote: str) -> Path:
@@ -359,6 +364,8 @@ def _add_remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fleet", required=True, type=_fleet_arg, help="fleet name")
     p.add_argument("--branch", default="main", help="watched branch (default main)")
     p.add_argument("--cache", help="cache directory (default ~/.cache/openclaw-reconciler/...)")
+    p.add_argument("--git-ssh-key", help="private key for an SSH remote (ssh:// or user@host:)")
+    p.add_argument("--git-known-hosts", help="the SSH remote's pinned host key (known_hosts)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -15,6 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from reconciler.errors import PermanentError
+from reconciler.gitstore import SshAccess
 from reconciler.spec import EnvName, Model, Name
 
 Provider = Literal["github", "gitea", "gitlab"]
@@ -46,6 +47,16 @@ class SshKey(Model):
     file: str | None = None
 
 
+class GitSsh(Model):
+    """`gitSsh`: how to reach an SSH spec remote (`ssh://` or `user@host:path`)."""
+
+    key_file: str = Field(description="private key offered to the remote, nothing else")
+    known_hosts: str = Field(description="the remote's pinned host key; no other file is read")
+
+    def access(self) -> SshAccess:
+        return SshAccess(Path(self.key_file).expanduser(), Path(self.known_hosts).expanduser())
+
+
 class SignerConfig(Model):
     """`trustedSigners`: who may sign the head of the watched branch (reconciler.signatures)."""
 
@@ -70,6 +81,7 @@ class Config(Model):
     http: Http = Field(default_factory=Http)
     webhook_secrets: dict[Provider, SecretRef] = Field(default_factory=dict)
     ssh_key: SshKey = Field(default_factory=SshKey)
+    git_ssh: GitSsh | None = None
     lease: Annotated[float, Field(gt=0)] = 120.0
     trusted_signers: SignerConfig | None = None
 
@@ -92,6 +104,8 @@ _OVERRIDES: dict[str, tuple[str, ...]] = {
     "RECONCILER_HTTP_BIND": ("http", "bind"),
     "RECONCILER_HTTP_PORT": ("http", "port"),
     "RECONCILER_SSH_KEY_FILE": ("sshKey", "file"),
+    "RECONCILER_GIT_SSH_KEY_FILE": ("gitSsh", "keyFile"),
+    "RECONCILER_GIT_KNOWN_HOSTS": ("gitSsh", "knownHosts"),
     "RECONCILER_TRUSTED_SIGNERS": ("trustedSigners", "sshAllowedSigners"),
 }
 

@@ -274,7 +274,12 @@ def run_daemon(config: Config, signatures: SignaturePolicy | None = None) -> int
     workers = {
         fleet: FleetWorker(
             engine_for(
-                GitStore(config.remote, cache / fleet / "repo.git", branch=config.branch),
+                GitStore(
+                    config.remote,
+                    cache / fleet / "repo.git",
+                    branch=config.branch,
+                    ssh=config.git_ssh.access() if config.git_ssh else None,
+                ),
                 fleet,
                 ssh_key=config.ssh_key.file,
                 lease_s=config.lease,

@@ -6,6 +6,13 @@ status commits straight into the object database. A write is a compare-and-swap 
 ref: the push is refused unless the remote still points at the parent we built on (checked in
 libgit2's push negotiation, before any object is sent), so two writers can never overwrite
 each other. The loser refetches and redoes its step: it never force-pushes.
+
+A remote over SSH is fetched and pushed with the `git` client and OpenSSH, never libgit2:
+libgit2 (through pygit2) hands the certificate check no host key for SSH, so it could only
+trust the service user's `~/.ssh/known_hosts`. OpenSSH checks the host key against the pinned
+known_hosts file the operator names (`StrictHostKeyChecking=yes`, no other file) and offers
+only the named key; the push keeps its compare-and-swap (`--force-with-lease` on the expected
+remote commit).
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ import contextlib
 import errno
 import logging
 import os
+import re
+import shlex
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +56,42 @@ class RemoteUnavailable(TemporaryError):
 
 class StatusRewritten(PermanentError):
     """The status branch was rewritten (force-pushed) under us: refuse to act."""
+
+
+class RemoteRefused(PermanentError):
+    """The SSH remote refused us for good: its host key is not the pinned one, or our key is
+    not accepted. Retrying cannot help until an operator fixes known_hosts or the key."""
+
+
+SSH_URL = re.compile(r"^(ssh://|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:(?!//))")
+"""ssh://... or scp-like user@host:path."""
+_SSH_REFUSALS = ("Host key verification failed", "Permission denied", "REMOTE HOST IDENTIFICATION")
+
+
+def _pattern(branch: str) -> str:
+    """A refspec for `branch` that matches nothing, rather than failing, while it is absent."""
+    parent, slash, _ = branch.rpartition("/")
+    glob = f"{parent}/*" if slash else f"{branch}*"
+    return f"+refs/heads/{glob}:refs/remotes/origin/{glob}"
+
+
+@dataclass(frozen=True)
+class SshAccess:
+    """How to reach a spec remote over SSH: the private key to offer and the known_hosts file
+    its host key must be in (nothing else is trusted)."""
+
+    key_file: Path
+    known_hosts: Path
+    timeout: float = 120.0
+
+    def env(self) -> dict[str, str]:
+        ssh = [
+            "ssh", "-F", "none", "-i", str(self.key_file), "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
+        ]  # fmt: skip
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        return keep | {"GIT_SSH_COMMAND": shlex.join(ssh), "GIT_TERMINAL_PROMPT": "0"}
 
 
 class CacheUnwritable(PermanentError):
@@ -137,7 +183,15 @@ class GitStore:
         status_branch: str = STATUS_BRANCH,
         identity: Identity | None = None,
         keypair: pygit2.Keypair | None = None,
+        ssh: SshAccess | None = None,
     ) -> None:
+        if SSH_URL.match(remote_url) and ssh is None:
+            raise RemoteRefused(
+                f"{redact.url(remote_url)} is reached over SSH: name the key "
+                "(--git-ssh-key, gitSsh.keyFile) and the pinned known_hosts "
+                "(--git-known-hosts, gitSsh.knownHosts)"
+            )
+        self.ssh = ssh if SSH_URL.match(remote_url) else None
         self.remote_url = remote_url
         self.shown_url = redact.url(remote_url)  # for messages: never the token in the URL
         self.branch = branch
@@ -194,6 +248,14 @@ class GitStore:
                 "free space there and run again (nothing was applied)"
             )
 
+        if self.ssh is not None:
+            with _cache_write(says), self._lock:
+                # git fails on a refspec whose ref is missing (a status branch not written yet),
+                # libgit2 skips it: the status branch is fetched through a pattern.
+                wanted = [specs[0], *(_pattern(self.status_branch) for _ in specs[1:])]
+                fetch = ["fetch", "--no-tags", "--no-write-fetch-head", "origin", *wanted]
+                self._git_ssh("fetch", fetch)
+            return
         try:
             with _cache_write(says), self._lock:
                 self.repo.remotes["origin"].fetch(specs, callbacks=_Callbacks(keypair=self.keypair))
@@ -381,6 +443,19 @@ class GitStore:
         callbacks = _Callbacks(expect=expect, keypair=self.keypair)
         # Exactly `oid` (the branch may have moved on meanwhile): through a ref of its own.
         self.set_local_ref(OUTGOING, oid, consequence="nothing was pushed", repo=repo)
+        if self.ssh is not None:
+            lease = f"--force-with-lease={local}:{str(remote) if remote is not None else ''}"
+            self._git_ssh("push", ["push", "--porcelain", lease, "origin", f"{OUTGOING}:{local}"])
+        else:
+            self._push_pygit2(repo, local, callbacks)
+        self.set_local_ref(
+            f"refs/remotes/origin/{self.status_branch}",
+            oid,
+            consequence="the commit IS on the remote; the next run fetches it",
+            repo=repo,
+        )
+
+    def _push_pygit2(self, repo: pygit2.Repository, local: str, callbacks: _Callbacks) -> None:
         try:
             repo.remotes["origin"].push([f"{OUTGOING}:{local}"], callbacks=callbacks)
         except pygit2.GitError as exc:
@@ -396,12 +471,32 @@ class GitStore:
             raise RemoteUnavailable(f"push to {self.shown_url} failed: {_said(exc)}") from None
         if callbacks.rejected:
             raise StatusConflict("; ".join(callbacks.rejected), delay=0.0)
-        self.set_local_ref(
-            f"refs/remotes/origin/{self.status_branch}",
-            oid,
-            consequence="the commit IS on the remote; the next run fetches it",
-            repo=repo,
-        )
+
+    def _git_ssh(self, what: str, args: list[str]) -> None:
+        """`git <args>` on the cache against the SSH remote, with the pinned host key and the
+        named key only; a refusal of ours (the lease) is a StatusConflict, a host key or key
+        refusal a RemoteRefused, anything else a RemoteUnavailable."""
+        assert self.ssh is not None
+        argv = ["git", f"--git-dir={self.repo.path}", *args]
+        try:
+            done = subprocess.run(
+                argv, env=self.ssh.env(), capture_output=True, text=True,
+                timeout=self.ssh.timeout, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise RemoteUnavailable(
+                f"{what} {self.shown_url}: no answer within {self.ssh.timeout:g}s"
+            ) from None
+        if done.returncode == 0:
+            return
+        said = " | ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+        said = redact.text(said[-800:])
+        rejected = [line for line in done.stdout.splitlines() if line.startswith("!")]
+        if rejected:
+            raise StatusConflict(f"status branch moved: {'; '.join(rejected)}", delay=0.0)
+        if any(refusal in said for refusal in _SSH_REFUSALS):
+            raise RemoteRefused(f"{what} {self.shown_url} refused: {said}")
+        raise RemoteUnavailable(f"{what} {self.shown_url} failed: {said}")
 
     def set_local_ref(
         self,
