@@ -258,7 +258,6 @@ class RolloutRecord(Model):
     target: dict[str, str] = Field(default_factory=dict, description="package -> version")
     plan_sha256: str | None = None
     done_steps: list[str] = Field(default_factory=list, description="ids of finished plan steps")
-    current_host: str | None = None
     current_step: str | None = None
     hosts: dict[str, HostStatus] = Field(default_factory=dict)
     failed_commits: list[str] = Field(default_factory=list)

@@ -1061,9 +1061,5 @@ def _with_phase(
     return out
 
 
-def host_of(fleet: Fleet, name: str) -> Host:
-    return fleet.host(name)
-
-
 def _listing(reasons: Mapping[str, str]) -> str:
     return "; ".join(f"{host} ({why})" for host, why in sorted(reasons.items()))

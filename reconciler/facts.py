@@ -158,7 +158,6 @@ class Health:
 
     reachable: bool
     ok: bool | None = None
-    ingress_pending: int = 0
     detail: str = ""
 
 
@@ -679,16 +678,7 @@ def parse_health(host: str, result: CommandResult) -> Health:
         why = result.error_text().strip().splitlines()
         return Health(reachable=False, detail=(why[0] if why else f"exit {result.exit_code}")[:300])
     ok = _field(host, result, snapshot, "ok", bool)
-    return Health(reachable=True, ok=ok, ingress_pending=_ingress_pending(snapshot))
-
-
-def _ingress_pending(snapshot: Mapping[str, Any]) -> int:
-    queues = snapshot.get("deliveryQueues")
-    lanes = queues.get("ingressPressure") if isinstance(queues, dict) else None
-    if not isinstance(lanes, list):
-        return 0
-    counts = (lane.get("pendingCount") for lane in lanes if isinstance(lane, dict))
-    return sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool))
+    return Health(reachable=True, ok=ok)
 
 
 # --- plugins as the product sees them -----------------------------------------------------------

@@ -175,10 +175,17 @@ def _first_content_line(data: bytes) -> tuple[int | None, int | None]:
 
 
 def _yaml_problem(file: str, exc: MarkedYAMLError) -> Problem:
-    # For an unterminated quote or flow collection the context mark is where it opened.
-    opened = exc.context_mark and "while scanning a quoted scalar" in str(exc.context or "")
-    mark = exc.context_mark if opened else (exc.problem_mark or exc.context_mark)
+    """An unclosed quote or flow collection is located where it opened (the user's mistake is
+    there), and where the parser noticed it is said too; anything else where it was noticed."""
+    began, noticed = exc.context_mark, exc.problem_mark
+    opened = began is not None and any(
+        word in str(exc.context or "")
+        for word in ("quoted scalar", "flow sequence", "flow mapping")
+    )
+    mark = began if opened else (noticed or began)
     what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+    if opened and noticed and (began.line, began.column) != (noticed.line, noticed.column):
+        what += f" (noticed at line {noticed.line + 1}, column {noticed.column + 1})"
     line = mark.line + 1 if mark else None
     column = mark.column + 1 if mark else None
     return Problem(file, "$", f"YAML syntax error: {what}", line=line, column=column)

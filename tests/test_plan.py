@@ -249,3 +249,17 @@ def test_plan_names_the_hosts_out_of_service_and_starts_with_them(repo, capsys):
     text = capsys.readouterr().out
     assert "out of service: mac-2: gateway default not ready" in text
     assert "the rollout starts with it" in text and "at most 1 host(s) out of service" in text
+
+
+def test_the_rollout_order_follows_roles_not_the_order_hosts_are_listed_in() -> None:
+    data = YAML(typ="safe").load(fleet_yaml())
+    data["hosts"] = list(reversed(data["hosts"]))  # witness, stable, canary
+    assert [h["role"] for h in data["hosts"]] == ["witness", "stable", "canary"]
+
+    assert plan(Fleet.model_validate(data), None).order == ["mac-1", "mac-2", "mac-3"]
+    data["rollout"]["roles"] = ["witness", "canary", "stable"]
+    assert plan(Fleet.model_validate(data), None).order == ["mac-3", "mac-1", "mac-2"]
+    data["rollout"]["order"] = ["mac-2", "mac-3", "mac-1"]  # an explicit order wins
+    explicit = plan(Fleet.model_validate(data), None)
+    assert explicit.order == ["mac-2", "mac-3", "mac-1"]
+    assert [s.hosts[0] for s in explicit.steps if s.action == "bookmark"] == explicit.order

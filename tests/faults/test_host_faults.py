@@ -105,7 +105,7 @@ SpecChange = Callable[[Harness, Path], dict[str, bytes]]
 # case -> (the spec change, exit code, what the error says). An unpinned host never reaches
 # SSH: the spec is invalid (exit 2, recorded with the problem); the others fail on connect.
 SSH_CASES: dict[str, tuple[SpecChange, int, str]] = {
-    "unknown host key": (_unknown_host_key, 2, ""),  # silent: see the xfail below
+    "unknown host key": (_unknown_host_key, 2, "no key for [127.0.0.1]:"),  # an invalid spec
     "host key of another type": (_other_key_type, 1, "error: mac-1: host key CHANGED for"),
     "changed host key": (_changed_host_key, 1, "error: mac-1: host key CHANGED for 127.0.0.1"),
     "wrong user key": (_wrong_user_key, 1, "refused our credentials (key "),
