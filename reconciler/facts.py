@@ -947,6 +947,7 @@ class ReleaseRanges:
 
     engines_node: str | None = None
     peer_openclaw: str | None = None
+    plugin_api: str | None = None
     min_host_version: str | None = None
     integrity: str | None = None
     """`dist.integrity` as the registry serves it (what npm checks the tarball against)."""
@@ -968,6 +969,7 @@ def parse_release(host: str, result: CommandResult) -> ReleaseRanges:
     return ReleaseRanges(
         engines_node=_nested_str(doc, "engines", "node"),
         peer_openclaw=_nested_str(doc, "peerDependencies", CORE),
+        plugin_api=_nested_str(doc, CORE, "compat", "pluginApi"),
         min_host_version=_nested_str(doc, CORE, "install", "minHostVersion"),
         integrity=_nested_str(doc, "dist", "integrity"),
     )

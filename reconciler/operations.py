@@ -298,6 +298,7 @@ def _check_core_ranges(
         return
     checks = {
         "peerDependencies.openclaw": ranges.peer_openclaw,
+        "openclaw.compat.pluginApi": ranges.plugin_api,
         "openclaw.install.minHostVersion": ranges.min_host_version,
     }
     for label, wanted in checks.items():
@@ -342,7 +343,11 @@ def _ranges(
                     "refusing to install; nothing was changed",
                 )
         return facts.ReleaseRanges(
-            locked.engines_node, locked.peer_openclaw, locked.min_host_version, locked.integrity
+            engines_node=locked.engines_node,
+            peer_openclaw=locked.peer_openclaw,
+            plugin_api=locked.plugin_api,
+            min_host_version=locked.min_host_version,
+            integrity=locked.integrity,
         )
     if not prefer_offline:
         return (releases or facts.gather)(transport, fact, timeout=timeout)

@@ -322,11 +322,25 @@ def expected_duration(steps: list[Step]) -> float:
 # --- preflight ---------------------------------------------------------------------------------
 
 
+def _analysis_warnings(fleet: Fleet) -> list[str]:
+    """Canary analysis that cannot judge anything, said before it is relied on."""
+    r = fleet.rollout
+    if r.strategy == "all-at-once" or seconds(r.soak) == 0:
+        return ["canary analysis cannot judge anything: no soak (rollout.soak is 0s)"]
+    if r.analysis.min_requests == 0:
+        then = {"pass": "passes", "hold": "holds", "fail": "fails"}[r.analysis.inconclusive]
+        return [
+            "canary analysis: minRequests is 0, so one request in a soak decides it (a soak "
+            f"with none is inconclusive, and then {then})"
+        ]
+    return []
+
+
 def preflight_warnings(
     head: Fleet, lock: Lock | None, base: Fleet | None, node_versions: Mapping[str, str]
 ) -> list[str]:
     """What a reviewer should know before merging; the engine re-checks each on the host."""
-    warnings: list[str] = []
+    warnings: list[str] = _analysis_warnings(head)
     core = head.openclaw.version
     if base is not None and versions.compare(core, base.openclaw.version) < 0:
         warnings.append(f"downgrade: openclaw {base.openclaw.version} -> {core} (a rollback?)")
@@ -337,6 +351,7 @@ def preflight_warnings(
             f"{pkg.name}@{pkg.version}: {label} {rng!r} excludes openclaw {core}"
             for label, rng in (
                 ("peer range", pkg.peer_openclaw),
+                ("pluginApi", pkg.plugin_api),
                 ("minHostVersion", pkg.min_host_version),
             )
             if rng and versions.valid_range(rng) and not versions.satisfies(core, rng)

@@ -5,7 +5,8 @@ bytes it is, or whether the plugins accept that core. npm will not tell us at in
 either: a plugin whose `peerDependencies.openclaw` excludes the installed core silently gets a
 nested second copy of openclaw. So the lock is where incompatibility is caught, before any host
 is touched: every pin must exist, carry a strong tarball integrity, and every plugin's
-`peerDependencies.openclaw` and `openclaw.install.minHostVersion` must accept the pinned core.
+`peerDependencies.openclaw`, `openclaw.compat.pluginApi` and `openclaw.install.minHostVersion`
+must accept the pinned core.
 
 Every problem across all packages is collected and reported at once (one per line), so an
 operator fixes a PR in one round instead of one error per CI run. The result depends only on
@@ -44,8 +45,9 @@ _RANGES = {
     "plugin_api": ("openclaw", "compat", "pluginApi"),
     "min_host_version": ("openclaw", "install", "minHostVersion"),
 }
-# The ranges that must accept the pinned core for a plugin to be installable with it.
-_HOST_RANGES = ("peer_openclaw", "min_host_version")
+# The ranges that must accept the pinned core for a plugin to be installable with it (the
+# product decides install compatibility by compat.pluginApi and minHostVersion).
+_HOST_RANGES = ("peer_openclaw", "plugin_api", "min_host_version")
 
 
 class UnresolvablePins(LockError):

@@ -45,10 +45,12 @@ EXAMPLE = ROOT / "specs" / "example"
 PEER_ONLY = "@openclaw/locktest-peer"
 MINHOST_ONLY = "@openclaw/locktest-minhost"
 BAD_RANGE = "@openclaw/locktest-badrange"
+API_ONLY = "@openclaw/locktest-pluginapi"
 EXTRA = (
     PluginRelease(PEER_ONLY, "1.0.0", ">=2026.9.6", ">=2026.4.0", None),
     PluginRelease(MINHOST_ONLY, "1.0.0", ">=2026.4.0", ">=2026.4.0", ">=2026.5.0"),
     PluginRelease(BAD_RANGE, "1.0.0", "not a range!", ">=2026.4.0", ">=2026.4.0"),
+    PluginRelease(API_ONLY, "1.0.0", ">=2026.4.0", ">=2026.9.0", ">=2026.4.0"),
 )
 
 
@@ -147,6 +149,21 @@ def test_min_host_version_excluding_the_core(url: str) -> None:
     assert lock.versions()[MINHOST_ONLY] == "1.0.0"
 
 
+def test_plugin_api_excluding_the_core_is_refused_when_locking(url: str) -> None:
+    """The product decides install compatibility by openclaw.compat.pluginApi: so does the
+    lock, before any host is touched."""
+    with pytest.raises(LockError) as exc:
+        resolve_lock(fleet("2026.4.3", {API_ONLY: "1.0.0"}), registry=url, timeout=10)
+
+    assert problems_of(exc) == [
+        f"{API_ONLY}@1.0.0 requires openclaw >=2026.9.0 (openclaw.compat.pluginApi) "
+        "but the spec pins openclaw 2026.4.3"
+    ]
+    lock = resolve_lock(fleet("2026.9.6", {API_ONLY: "1.0.0"}), registry=url)
+    locked = lock.package(API_ONLY)
+    assert locked is not None and locked.plugin_api == ">=2026.9.0"
+
+
 def test_invalid_range_in_registry_metadata(url: str) -> None:
     with pytest.raises(LockError) as exc:
         resolve_lock(fleet("2026.4.3", {BAD_RANGE: "1.0.0"}), registry=url, timeout=10)
@@ -173,11 +190,12 @@ def test_every_problem_is_reported_at_once(url: str) -> None:
         "@openclaw/discord@2026.4.9:",
         "@openclaw/locktest-minhost@1.0.0",
         "@openclaw/locktest-nothere@1.0.0:",
+        "@openclaw/msteams@2026.9.6",  # peerDependencies, compat.pluginApi, minHostVersion
         "@openclaw/msteams@2026.9.6",
         "@openclaw/msteams@2026.9.6",
     ]
-    assert "(5 problems)" in str(exc.value)
-    assert str(exc.value).count("\n") == 5  # the header, then one line per problem
+    assert "(6 problems)" in str(exc.value)
+    assert str(exc.value).count("\n") == 6  # the header, then one line per problem
 
 
 # --- the registry client ---------------------------------------------------------------------
