@@ -161,10 +161,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         else:
             print(render.problems_text(problems), file=sys.stderr)
         return EXIT_INVALID
-    down = {
-        spec.fleet.name: report.last_out_of_service(repo, spec.fleet) if args.repo else {}
-        for spec in loaded
-    }
+    # What the status branch last observed (with --repo): hosts out of service go first, and
+    # each host's Node is checked against the target's engines.node before the merge.
+    seen = {s.fleet.name: report.last_observed(repo, s.fleet) if args.repo else {} for s in loaded}
+    down = {s.fleet.name: report.out_of_service(s.fleet, seen[s.fleet.name]) for s in loaded}
     plans = [
         plan(
             spec.fleet,
@@ -172,6 +172,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             base=base_fleets[spec.fleet.name].fleet if spec.fleet.name in base_fleets else None,
             base_commit=base_commit,
             head_commit=head_commit,
+            node_versions={
+                h: d.node_version for h, d in seen[spec.fleet.name].items() if d.node_version
+            },
             first=sorted(down[spec.fleet.name]),
         )
         for spec in loaded

@@ -7,7 +7,7 @@ terminal says and what git says can never disagree.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,9 +152,9 @@ def print_history(entries: list[dict[str, Any]], out: Console) -> None:
         out.print(f"{e['commit'][:10]}  {e['time'][:19]}  {phase:<11} {e['subject']}")
 
 
-def last_out_of_service(repo: pygit2.Repository, fleet: Fleet) -> dict[str, str]:
-    """Hosts of `fleet` that the status branch of `repo` (if it has one) last saw out of
-    service, and why: what `plan` shows, and takes first."""
+def last_observed(repo: pygit2.Repository, fleet: Fleet) -> dict[str, Readiness]:
+    """The readiness of each host of `fleet` as the status branch of `repo` (if it has one)
+    last recorded it: what `plan --repo` judges the hosts by before anything runs."""
     try:
         head = repo.revparse_single(f"refs/heads/{STATUS_BRANCH}").peel(pygit2.Commit)
         nodes = head.tree / f"{fleet_dir(fleet.name)}/nodes"
@@ -166,6 +166,12 @@ def last_out_of_service(repo: pygit2.Repository, fleet: Fleet) -> dict[str, str]
         name = (entry.name or "").removesuffix(".json")
         if isinstance(blob, pygit2.Blob) and name in {h.name for h in fleet.hosts}:
             docs[name] = Readiness.model_validate_json(blob.data)
+    return docs
+
+
+def out_of_service(fleet: Fleet, docs: Mapping[str, Readiness]) -> dict[str, str]:
+    """Hosts those observations saw out of service, and why: what `plan` shows, and takes
+    first."""
     desired = {h.name: {p.key(): p.weight for p in h.profiles} for h in fleet.hosts}
     return out_of_service_observed(desired, docs)
 

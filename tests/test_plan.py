@@ -205,7 +205,7 @@ def test_explicit_order_beats_roles():
     assert [h.name for h in host_order(reordered)] == ["mac-3", "mac-1", "mac-2"]
 
 
-def observed(host: str, *, ready: bool, weight: int) -> bytes:
+def observed(host: str, *, ready: bool, weight: int, node: str = "24.16.0") -> bytes:
     """A node document as the status branch holds it (readiness of one host)."""
     profile = {"profile": "default", "port": 18789, "readyz": ready, "lbWeight": weight}
     basis: dict[str, object] = {"core": "2026.4.2"}
@@ -213,11 +213,22 @@ def observed(host: str, *, ready: bool, weight: int) -> bytes:
         {
             "schemaVersion": 1, "fleet": "studio", "host": host,
             "observedAt": "2026-12-01T09:00:00Z", "specCommit": "0" * 40, "lockSha256": None,
-            "nodeVersion": "24.16.0", "installed": {"core": "2026.4.2"}, "profiles": [profile],
+            "nodeVersion": node, "installed": {"core": "2026.4.2"}, "profiles": [profile],
             "green": ready, "reasons": [], "basis": basis, "fingerprint": sha256_of(basis),
         }
     )  # fmt: skip
     return doc.model_dump_json(by_alias=True).encode()
+
+
+def status_branch(repo: SpecRepo, files: dict[str, bytes]) -> None:
+    """The status branch of the spec repository, holding `files` (the reconciler's records)."""
+    index = pygit2.Index()
+    for path, data in files.items():
+        index.add(pygit2.IndexEntry(path, repo.repo.create_blob(data), pygit2.enums.FileMode.BLOB))
+    who = pygit2.Signature("reconciler", "reconciler@example.com")
+    repo.repo.create_commit(
+        "refs/heads/reconciler/status", who, who, "observed", index.write_tree(repo.repo), []
+    )
 
 
 def test_plan_names_the_hosts_out_of_service_and_starts_with_them(repo, capsys):
@@ -228,13 +239,7 @@ def test_plan_names_the_hosts_out_of_service_and_starts_with_them(repo, capsys):
         "fleets/studio/nodes/mac-2.json": observed("mac-2", ready=False, weight=0),
     }
     parent = repo.repo.head.target
-    index = pygit2.Index()
-    for path, data in status.items():
-        index.add(pygit2.IndexEntry(path, repo.repo.create_blob(data), pygit2.enums.FileMode.BLOB))
-    who = pygit2.Signature("reconciler", "reconciler@example.com")
-    repo.repo.create_commit(
-        "refs/heads/reconciler/status", who, who, "observed", index.write_tree(repo.repo), []
-    )
+    status_branch(repo, status)
     bump = spec_commit(repo, fleet_yaml("2026.4.3", "2026.4.3"), "openclaw 2026.4.3")
 
     code, out = run_plan(repo, str(parent), bump, capsys)
@@ -263,3 +268,33 @@ def test_the_rollout_order_follows_roles_not_the_order_hosts_are_listed_in() -> 
     explicit = plan(Fleet.model_validate(data), None)
     assert explicit.order == ["mac-2", "mac-3", "mac-1"]
     assert [s.hosts[0] for s in explicit.steps if s.action == "bookmark"] == explicit.order
+
+
+def test_plan_names_the_hosts_whose_last_seen_node_the_target_refuses(repo, capsys):
+    """The status branch recorded each host's Node: a target whose engines.node excludes one
+    is said before the merge, not found out on the host."""
+    status = {
+        "fleets/studio/nodes/mac-1.json": observed("mac-1", ready=True, weight=100),
+        "fleets/studio/nodes/mac-2.json": observed("mac-2", ready=True, weight=100, node="22.1.0"),
+    }
+    status_branch(repo, status)
+    parent = str(repo.repo.head.target)
+    data = fleet_yaml("2026.4.3", "2026.4.3")
+    fleet = Fleet.model_validate(YAML(typ="safe").load(data))
+    packages = [
+        LockedPackage(
+            name=name, version=version, integrity="sha512-AAAA",
+            engines_node=">=24.16.0" if name == "openclaw" else None,
+        )
+        for name, version in fleet.packages().items()
+    ]  # fmt: skip
+    files = {"fleet.yaml": data, "openclaw.lock": build_lock(fleet, packages).to_bytes()}
+    files["known_hosts"] = (EXAMPLE / "known_hosts").read_bytes()
+    bump = repo.commit(files, "openclaw 2026.4.3 (needs Node 24.16)")
+
+    code, out = run_plan(repo, parent, bump, capsys)
+
+    assert code == 3
+    warnings = out["plans"][0]["warnings"]
+    assert any(w.startswith("mac-2: node 22.1.0 does not satisfy engines.node") for w in warnings)
+    assert not any(w.startswith("mac-1:") for w in warnings)
