@@ -163,6 +163,9 @@ def test_containerfile_runs_as_non_root_with_the_cli_as_entrypoint() -> None:
     user = found["USER"].split(":")[0]
     assert user not in ("root", "0")
     assert any(word == "RUN" and "pip install ." in rest for word, rest in steps)
+    # trustedSigners (ssh-keygen, gpg) and an SSH spec remote (git, ssh) need their tools
+    installs = " ".join(rest for word, rest in steps if word == "RUN" and "apt-get install" in rest)
+    assert {"openssh-client", "git", "gnupg"} <= set(installs.split())
     assert found["EXPOSE"] == str(PORT)
     assert json.loads(found["ENTRYPOINT"]) == ["reconciler"]
     assert_cli_accepts(json.loads(found["CMD"]), "/config/config.yaml")
