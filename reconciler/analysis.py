@@ -3,7 +3,8 @@
 Like Flagger and Argo Rollouts, but from the load balancer we already drive: the counters of
 the host's LB servers at the start and at the end of a soak window give the requests it served
 and the 5xx it returned; their ratio is compared with the spec's `maxFiveXxRatio`, and a window
-with fewer than `minRequests` requests proves nothing either way ("inconclusive").
+with fewer than `minRequests` requests (or none at all) proves nothing either way
+("inconclusive"); the spec's `analysis.inconclusive` says what that does.
 
 Pure functions over `ServerStats`, so the verdict is easy to test and to explain. Counters go
 backwards when the LB restarts (HAProxy's counters live in its process); a negative delta is
@@ -64,8 +65,9 @@ def analyse(
     resets = tuple(sorted(name for name, d in deltas.items() if d.reset))
     ratio = errors / requests if requests else 0.0
     note = _reset_note(resets) + _missing_note(start, end)
-    if requests < min_requests:
-        reason = f"inconclusive: {requests} requests in the window, fewer than {min_requests}"
+    needed = max(min_requests, 1)  # a window without a request judges nothing
+    if requests < needed:
+        reason = f"inconclusive: {requests} requests in the window, fewer than {needed}"
         return Verdict(
             not fail_on_inconclusive, requests, errors, ratio, reason + note, True, resets
         )

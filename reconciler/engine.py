@@ -603,6 +603,14 @@ class Engine:
             if left > 0:
                 wait = min(left, SOAK_CHECK_S)
                 return PassResult("Progressing", f"{step.id}: soaking, {left:.0f}s left", wait)
+            policy = spec.fleet.rollout.analysis.inconclusive
+            if verdict.inconclusive and policy == "hold":
+                message = (
+                    f"{step.id}: soak at {step.percent}% inconclusive (fewer than "
+                    f"{max(spec.fleet.rollout.analysis.min_requests, 1)} requests since it "
+                    "began); holding until enough came (analysis.inconclusive: hold)"
+                )
+                return self._hold(status, record, "Paused", message, SOAK_CHECK_S)
             done = [*record.done_steps, step.id]
             following = next((s.id for s in plan.steps if s.id not in done), None)
             update: dict[str, object] = {
@@ -610,7 +618,8 @@ class Engine:
                 "soak_until": None,
                 "soak_baseline": {},
             }
-            subject = f"{step.hosts[0]}: soak at {step.percent}% passed ({verdict.reason})"
+            judged = "inconclusive, passed on" if verdict.inconclusive else "passed"
+            subject = f"{step.hosts[0]}: soak at {step.percent}% {judged} ({verdict.reason})"
             t = Transition(
                 self.fleet_name,
                 subject,
@@ -660,7 +669,10 @@ class Engine:
             for s, c in record.soak_baseline.items()
         }
         after = host_counters(ex.lb.stats(), step.weights)
-        verdict = analyse(before, after, max_5xx_ratio=a.max_5xx_ratio, min_requests=a.min_requests)
+        verdict = analyse(
+            before, after, max_5xx_ratio=a.max_5xx_ratio, min_requests=a.min_requests,
+            fail_on_inconclusive=a.inconclusive == "fail",
+        )  # fmt: skip
         if not final and verdict.inconclusive:
             return Verdict(
                 True, verdict.requests, verdict.errors_5xx, verdict.ratio, "so far", True, ()
@@ -916,6 +928,7 @@ class Engine:
                 "current_step": plan.steps[0].id if plan.steps else None,
                 "golden_fingerprint": None,
                 "soak_until": None,
+                "repair_first": [],  # the plan above takes none first
                 "message": f"self-heal: {message}",
             }
         )

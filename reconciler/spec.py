@@ -154,7 +154,15 @@ class Analysis(Model):
     """Canary analysis over each soak, from the load balancer's counters."""
 
     max_5xx_ratio: Annotated[float, Field(ge=0, le=1, alias="max5xxRatio")] = 0.05
-    min_requests: Annotated[int, Field(ge=0)] = 0
+    min_requests: Annotated[int, Field(ge=0)] = Field(
+        0, description="requests a soak window needs to judge (fewer, or none: inconclusive)"
+    )
+    inconclusive: Literal["pass", "hold", "fail"] = Field(
+        "pass",
+        description="what a soak that could not judge does: pass (recorded as inconclusive, "
+        "never as passed; small fleets often see no traffic in a window, and a hold would stop "
+        "every such rollout), hold (soak on until enough requests came), fail (red, restored)",
+    )
 
 
 class Rollout(Model):

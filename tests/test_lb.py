@@ -612,6 +612,10 @@ def test_analysis_inconclusive_depends_on_the_policy() -> None:
     assert not strict.ok and strict.inconclusive
     nothing = analyse(_s("a", 5, 0), _s("a", 5, 0), max_5xx_ratio=0.05)
     assert nothing.ok and nothing.requests == 0 and nothing.ratio == 0.0
+    # A window without a single request judges nothing, whatever minRequests says.
+    assert nothing.inconclusive and nothing.reason.startswith("inconclusive: 0 requests")
+    one = analyse(_s("a", 5, 0), _s("a", 6, 0), max_5xx_ratio=0.05)
+    assert one.ok and not one.inconclusive
 
 
 def test_analysis_sums_a_hosts_servers_and_survives_counter_resets() -> None:

@@ -349,3 +349,17 @@ def test_transports_from_the_spec(make_node: MakeNode, tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="RECONCILER_TEST_NO_SUCH_KEY"):
         transport_for(keyless, fleet.host("conn"), known_hosts_path=tmp_path / "kh")
+
+
+def test_the_core_goes_in_before_the_plugins(make_node: MakeNode) -> None:
+    """Each plugin install is a config write stamped by the core that ran it: a stamp of the
+    new core proves the plugins went in after it (before it, the old core would have)."""
+    node = make_node("order")
+    fleet, host, transport = setup(node)
+    operations.install(fleet, host, transport, {"openclaw": "2026.4.2", DISCORD: "2026.4.2"})
+    operations.install(fleet, host, transport, {"openclaw": "2026.4.3", DISCORD: "2026.4.3"})
+
+    config = json.loads((node.home / ".openclaw" / "openclaw.json").read_text())
+    assert config["meta"]["lastTouchedVersion"] == "2026.4.3"
+    listed = facts.gather(transport, facts.plugins(), timeout=30)
+    assert {p.npm_name: p.version for p in listed if p.origin != "bundled"} == {DISCORD: "2026.4.3"}

@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from reconciler import facts, operations, recovery
@@ -188,3 +189,33 @@ def test_a_downgrade_with_no_recovery_point_is_refused_in_the_products_words_and
         for host in world.hosts:
             assert product_version(host, "openclaw") == "2026.4.3"
         assert world.weights() == {"mac-1": 100, "mac-2": 100}, "restored host not in service"
+
+
+def test_a_skill_link_is_bookmarked_and_back_after_a_restore(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    with World(tmp_path / "world", names=("mac-1", "mac-2"), registry=registry) as world:
+        world.bump("2026.4.2", message="fleet on 2026.4.2")
+        assert reconcile(world).returncode == 0
+        mac1 = world.host("mac-1")
+        source = mac1.home / ".openclaw" / "skill-src" / "notes"
+        source.mkdir(parents=True)
+        link = mac1.home / ".openclaw" / "skills" / "notes"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+        world.set_faults(mac1, doctor_red=["2026.4.3"])
+        world.bump("2026.4.3", message="openclaw 2026.4.3 (mac-1 goes red)")
+        killed = reconcile(world, env={"RECONCILER_FAILPOINTS": "mac-1/install:before"})
+        assert killed.returncode == -9, killed.stderr
+        link.unlink()  # lost between the bookmark and the restore
+
+        done = reconcile(world)
+
+        assert done.returncode == 2, done.stderr
+        assert link.is_symlink() and link.readlink() == source, "the skill link is not back"
+        repo = world.status_repo()
+        tree = repo.revparse_single("refs/heads/reconciler/status").peel(pygit2.Commit).tree
+        folder = tree / "fleets/sandbox/bookmarks"
+        [name] = [e.name for e in folder if "-mac-1-" in (e.name or "")][-1:]
+        bookmark = json.loads((folder / name).data)
+        assert bookmark["skillLinks"] == {str(link): str(source)}

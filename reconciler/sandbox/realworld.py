@@ -11,11 +11,9 @@ anything the reconciler recorded.
 
 from __future__ import annotations
 
-import http.client
 import json
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +24,7 @@ from typing import Any
 from reconciler.sandbox import realproduct as rp
 from reconciler.sandbox.registry import SandboxError
 from reconciler.sandbox.sshfleet import SSHFleet
+from reconciler.sandbox.traffic import probe
 from reconciler.sandbox.world import World, WorldHost
 
 READY_TIMEOUT_S = 240.0
@@ -255,28 +254,6 @@ def _last_touched(config: Path) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def probe(port: int, path: str, timeout: float = 5.0) -> tuple[int | None, dict[str, Any] | None]:
-    """GET 127.0.0.1:port/path: (status, JSON body), or (None, None) when nothing answers."""
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            return response.status, _json(response.read())
-        finally:
-            connection.close()
-    except (OSError, http.client.HTTPException):
-        return None, None
-
-
-def _json(data: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def wait_ready(host: WorldHost, timeout: float) -> None:
     """Until the host's gateway answers /readyz 200; SandboxError with its log after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -286,30 +263,3 @@ def wait_ready(host: WorldHost, timeout: float) -> None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
             raise SandboxError(f"{host.name}: gateway not ready after {timeout:g}s:\n{tail}")
         time.sleep(0.5)
-
-
-class Traffic(threading.Thread):
-    """Real requests through the load balancer while a rollout runs: GET /healthz every
-    `every` seconds, each on a new connection; counts answers by status (0: no answer)."""
-
-    def __init__(self, port: int, every: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.every = every
-        self.statuses: dict[int, int] = {}
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            status = probe(self.port, "/healthz")[0] or 0
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-            self.halt.wait(self.every)
-
-    def stop(self) -> dict[int, int]:
-        self.halt.set()
-        self.join(10)
-        return dict(self.statuses)
-
-    @property
-    def failed(self) -> int:
-        return sum(n for status, n in self.statuses.items() if status != 200)
