@@ -8,12 +8,9 @@ spent.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pygit2
 import pytest
 
 from reconciler import gates, planner
@@ -21,24 +18,14 @@ from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.world import World, product_version
 from reconciler.spec import Host
 from tests.nodes import fleet_spec
+from tests.worlds import reconcile, subjects
 
 OLD, NEW, NEWER = "2026.4.2", "2026.4.3", "2026.4.4"
 
 
-def reconcile(world: World) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "1000"}
-    return subprocess.run(
-        world.reconcile_argv(), capture_output=True, text=True, timeout=300, env=env
-    )
-
-
 def upgraded_in_order(world: World) -> list[str]:
     """Hosts in the order their install steps were recorded on the status branch."""
-    repo = world.status_repo()
-    head = repo.revparse_single("refs/heads/reconciler/status")
-    commits = list(repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL))[::-1]
-    subjects = [c.message.splitlines()[0] for c in commits]
-    return [s.split(":", 1)[0] for s in subjects if ": installed openclaw" in s]
+    return [s.split(":", 1)[0] for s in subjects(world) if ": installed openclaw" in s]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from reconciler.sandbox.world import World, product_version
 from reconciler.spec import Fleet, Host
 from reconciler.transport import Transport
 from tests.nodes import MakeNode, Node, fleet_spec, make_node
-from tests.test_engine import reconcile
+from tests.worlds import reconcile
 
 __all__ = ["make_node"]  # the fixture, imported for pytest
 

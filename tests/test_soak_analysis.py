@@ -4,12 +4,9 @@ counters never move: every soak is inconclusive)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pygit2
 import pytest
 
 from reconciler.planner import plan
@@ -17,24 +14,10 @@ from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.world import World, product_version
 from reconciler.spec import Fleet, Host
 from tests.nodes import fleet_spec
+from tests.worlds import reconcile, subjects
 
 OLD, NEW = "2026.4.2", "2026.4.3"
 MakeWorld = Callable[[str], World]
-
-
-def reconcile(world: World) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "1000"}
-    return subprocess.run(
-        world.reconcile_argv(), capture_output=True, text=True, timeout=300, env=env
-    )
-
-
-def subjects(world: World) -> list[str]:
-    repo = world.status_repo()
-    head = repo.revparse_single("refs/heads/reconciler/status")
-    return [
-        c.message.splitlines()[0] for c in repo.walk(head.id, pygit2.enums.SortMode.TOPOLOGICAL)
-    ]
 
 
 @pytest.fixture
