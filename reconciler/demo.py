@@ -112,6 +112,8 @@ class Demo:
                 live.update(_table(self.world, result))
 
             result = run_until_settled(self.engine, on_pass=on_pass, max_failures=4)
+        if not self.console.is_terminal:
+            self.console.line()  # Live leaves a piped output on the table's last line
         return result
 
     def play(self) -> None:
