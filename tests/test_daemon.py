@@ -112,6 +112,18 @@ def world(tmp_path: Path, registry: LocalRegistry) -> Iterator[World]:
         yield w
 
 
+def scrape(port: int) -> dict[str, float]:
+    """`GET /metrics`, as Prometheus would: sample name with labels -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
 def github_push(world: World, after: str, port: int) -> int:
     body = json.dumps(
         {
@@ -158,6 +170,15 @@ def test_daemon_rolls_out_pushed_commits_stops_on_sigterm_and_resumes(world: Wor
             return doc.get("specCommit") == second and "mac-1/install" in doc.get("doneSteps", [])
 
         wait_for("the second bump to be mid-rollout", mid_rollout)
+        # /metrics from the running daemon, mid-rollout: what a dashboard would see now
+        scraped = scrape(port)
+        assert scraped['reconciler_fleet_phase{fleet="sandbox",phase="Progressing"}'] == 1.0
+        assert scraped.get('reconciler_fleet_phase{fleet="sandbox",phase="Complete"}', 0) == 0
+        ok_passes = 'reconciler_passes_total{fleet="sandbox",result="Progressing"}'
+        assert scraped[ok_passes] >= 1
+        assert scraped['reconciler_last_pass_timestamp_seconds{fleet="sandbox"}'] > 0
+        hosts = {k: v for k, v in scraped.items() if k.startswith("reconciler_hosts{")}
+        assert sum(hosts.values()) == 2, hosts  # both hosts of the rollout, by phase
         assert daemon.stop() == 0
     finally:
         daemon.kill()
