@@ -161,6 +161,7 @@ def run_until_settled(
     console = Console(stderr=True, highlight=False)
     failures = 0
     result = PassResult("Idle", "not started", None)
+    began = time.monotonic()
 
     def pause(seconds_: float) -> None:
         if stop is None:
@@ -196,7 +197,8 @@ def run_until_settled(
         if on_pass is not None:
             on_pass(result)
         elif progress and (result.acted or result.requeue_after):
-            console.print(f"[bold]{result.phase:<11}[/] {result.message}")
+            where = _where(result, time.monotonic() - began)
+            console.print(f"[bold]{result.phase:<11}[/] {escape(result.message)}{where}")
         if result.requeue_after is None:
             break
         if result.phase not in ACTIVE and not result.acted:
@@ -204,6 +206,21 @@ def run_until_settled(
         pause(result.requeue_after)
     _flush(engine)
     return result
+
+
+def _where(result: PassResult, elapsed: float) -> str:
+    """` [step 5/16, 2m10s elapsed, about 6m left]`: where a long run stands (the time left is
+    the plan's estimate of the steps not done)."""
+    if result.progress is None:
+        return ""
+    done, total, left = result.progress
+    where = escape(f"[step {done}/{total}, {_clock(elapsed)} elapsed, about {_clock(left)} left]")
+    return f" [dim]{where}[/]"
+
+
+def _clock(seconds_: float) -> str:
+    minutes, secs = divmod(int(seconds_), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _flush(engine: Engine) -> None:

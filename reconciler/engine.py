@@ -60,6 +60,8 @@ class PassResult:
     requeue_after: float | None
     acted: bool = False
     commit: str | None = None
+    progress: tuple[int, int, float] | None = None
+    """(steps done, steps in the plan, the plan's estimate of the seconds left)."""
 
 
 class Failpoints:
@@ -551,7 +553,11 @@ class Engine:
         self.failpoints.hit(f"{step.id}:recorded")
         # A soak looks at the LB every SOAK_CHECK_S (analysis, weights), not only at its end.
         wait = min(step.soak_s, SOAK_CHECK_S) if soaking else 0.0
-        return PassResult("Progressing", subject, wait, acted=True, commit=commit)
+        left = [s for s in plan.steps if s.id not in done]
+        progress = (len(plan.steps) - len(left), len(plan.steps), planner.expected_duration(left))
+        return PassResult(
+            "Progressing", subject, wait, acted=True, commit=commit, progress=progress
+        )
 
     def _transition(
         self, subject: str, record: RolloutRecord, step: Step, outcome: Outcome

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,7 +45,10 @@ def world(tmp_path: Path, registry: LocalRegistry) -> Iterator[World]:
 
 def test_history_reads_the_flight_recorder_newest_first(world: World) -> None:
     world.bump(NEW)
-    assert cli(world, "reconcile").returncode == 0
+    done = cli(world, "reconcile")
+    assert done.returncode == 0
+    # a long run says where it stands: steps done of the plan, elapsed, the estimate left
+    assert re.search(r"mac-1: drained \(weight 0\) \[step 2/\d+, \d+s elapsed, about", done.stderr)
 
     shown = cli(world, "history", "-n", "50")
     assert shown.returncode == 0, shown.stderr
