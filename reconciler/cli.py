@@ -182,6 +182,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         dumped = [p.dump() | {"outOfService": down[p.fleet]} for p in plans]
         render.emit_json({"valid": True, "plans": dumped})
+    elif args.format == "markdown":
+        for spec, p in zip(loaded, plans, strict=True):
+            roles = {h.name: h.role for h in spec.fleet.hosts}
+            notices = report.held_notices(repo, spec.fleet) if args.repo else []
+            print(render.plan_markdown(p, roles, out_of_service=down[p.fleet], notices=notices))
     else:
         out = render.console()
         for p in plans:
@@ -458,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="HEAD", help="revision after the change (e.g. the PR)")
     p.add_argument("--fleet", type=_fleet_arg, help="only this fleet")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--format", choices=("text", "markdown"), default="text",
+        help="markdown: one PR comment per fleet, with a hidden marker to update it in place",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("reconcile", help="converge a fleet: one pass (--once) until settled")

@@ -48,6 +48,8 @@ def _step_detail(step: Any) -> str:
         return "doctor --post-upgrade, /readyz, running version"
     if step.action == "preflight":
         return "engines.node, free disk, registry reachable"
+    if step.action == "bookmark":
+        return "recovery point (openclaw backup), versions, weights"
     return ""
 
 
@@ -97,3 +99,57 @@ def print_plan(
             out.print(f"{row[0]:>3}  {row[1]:<12} {row[2]:<9} {row[3]}{soak}")
     for warning in plan.warnings:
         out.print(f"warning: {warning}")
+
+
+MARKDOWN_MARKER = "<!-- openclaw-reconciler plan: {fleet} -->"
+"""The hidden first line of a plan comment: a workflow finds its own comment by it and updates
+it in place instead of adding another."""
+
+
+def plan_markdown(
+    plan: Plan,
+    roles: Mapping[str, str],
+    *,
+    out_of_service: Mapping[str, str] | None = None,
+    notices: Sequence[str] = (),
+) -> str:
+    """The plan as one PR comment: the changes, the host order with roles, the steps folded
+    per host, the estimate, and every warning (the plan's, and `notices`: a freeze in force, a
+    maintenance window closed)."""
+    lines = [MARKDOWN_MARKER.format(fleet=plan.fleet), f"### Rollout plan: fleet `{plan.fleet}`"]
+    commits = (
+        f" (`{(plan.base_commit or '-')[:12]}` → `{(plan.head_commit or '-')[:12]}`)"
+        if plan.base_commit or plan.head_commit
+        else ""
+    )
+    if not plan.changed:
+        return "\n".join([*lines, "", f"No changes: nothing to roll out{commits}.", ""])
+    lines += [
+        "",
+        f"{plan.strategy}, {len(plan.steps)} steps, about **{_duration(plan.expected_duration_s)}**"
+        f"{commits}; at most {plan.max_unavailable} host(s) out of service at once.",
+        "",
+        "| change | subject | before | after |",
+        "|---|---|---|---|",
+        *(
+            f"| {c.kind} | `{c.subject}` | {c.before or '(none)'} | {c.after or '(removed)'} |"
+            for c in plan.changes
+        ),
+        "",
+        "**Order:** " + " → ".join(f"{h} ({roles.get(h, '?')})" for h in plan.order),
+        "",
+    ]
+    for host in dict.fromkeys(h for s in plan.steps for h in s.hosts):
+        rows = [r for r in plan_rows(plan) if host in r[1].split(",")]
+        lines += [f"<details><summary>{host}: {len(rows)} steps</summary>", ""]
+        lines += ["| # | action | detail | soak |", "|---|---|---|---|"]
+        lines += [f"| {r[0]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
+        lines += ["", "</details>", ""]
+    warnings = [
+        *(f"{h} is out of service ({why}): the rollout starts with it"
+          for h, why in sorted((out_of_service or {}).items())),
+        *plan.warnings,
+        *notices,
+    ]  # fmt: skip
+    lines += [f"> ⚠️ {w}" for w in warnings]
+    return "\n".join(lines).rstrip() + "\n"

@@ -15,7 +15,8 @@ import pygit2
 from rich.console import Console
 from rich.table import Table
 
-from reconciler.documents import Readiness
+from reconciler import windows
+from reconciler.documents import Freeze, Readiness
 from reconciler.gates import differing_fields, out_of_service_observed
 from reconciler.gitstore import STATUS_BRANCH, GitStore
 from reconciler.spec import Fleet
@@ -215,3 +216,23 @@ def phase_rows(repo: pygit2.Repository, after: str | None = None) -> list[tuple[
             last[host] = commit.commit_time
         previous = commit.commit_time
     return rows
+
+
+def held_notices(repo: pygit2.Repository, fleet: Fleet) -> list[str]:
+    """What would hold a rollout of `fleet` now: a freeze on its status branch, a maintenance
+    window closed."""
+    notices = []
+    try:
+        head = repo.revparse_single(f"refs/heads/{STATUS_BRANCH}").peel(pygit2.Commit)
+        blob = head.tree / f"{fleet_dir(fleet.name)}/freeze.json"
+    except (KeyError, ValueError, pygit2.GitError):
+        blob = None
+    if isinstance(blob, pygit2.Blob):
+        freeze = Freeze.model_validate_json(blob.data)
+        notices.append(f"the fleet is frozen: {freeze.reason} (`reconciler unfreeze` lifts it)")
+    now = datetime.now(UTC)
+    if fleet.windows and not windows.is_open(fleet.windows, now):
+        opens = windows.next_open(fleet.windows, now)
+        when = f"; it opens {opens.isoformat(timespec='minutes')}" if opens else ""
+        notices.append(f"no maintenance window is open now{when}: the rollout waits for one")
+    return notices

@@ -298,3 +298,36 @@ def test_plan_names_the_hosts_whose_last_seen_node_the_target_refuses(repo, caps
     warnings = out["plans"][0]["warnings"]
     assert any(w.startswith("mac-2: node 22.1.0 does not satisfy engines.node") for w in warnings)
     assert not any(w.startswith("mac-1:") for w in warnings)
+
+
+def test_plan_as_a_pr_comment_in_markdown(repo, capsys):
+    """One comment per fleet: a hidden marker to update it in place, the changes, the order
+    with roles, the steps folded per host, the estimate, and what would hold the rollout."""
+    freeze = json.dumps(
+        {"fleet": "studio", "reason": "mac-2 red on 2026.4.4", "createdAt": "2026-12-01T09:00:00Z"}
+    ).encode()
+    status_branch(
+        repo,
+        {
+            "fleets/studio/nodes/mac-2.json": observed("mac-2", ready=False, weight=0),
+            "fleets/studio/freeze.json": freeze,
+        },
+    )
+    parent = str(repo.repo.head.target)
+    bump = spec_commit(repo, fleet_yaml("2026.4.3", "2026.4.3"), "openclaw 2026.4.3")
+
+    code = main(["plan", "--repo", str(repo.path), "--base", parent, "--head", bump,
+                 "--format", "markdown"])  # fmt: skip
+
+    text = capsys.readouterr().out
+    assert code == 3
+    assert text.startswith("<!-- openclaw-reconciler plan: studio -->\n")
+    assert "| core | `openclaw` | 2026.4.2 | 2026.4.3 |" in text
+    assert "**Order:** mac-2 (stable) → mac-1 (canary) → mac-3 (witness)" in text
+    assert text.count("<details><summary>") == 3 and "<summary>mac-1: " in text
+    assert "about **" in text
+    assert "> ⚠️ mac-2 is out of service (gateway default not ready" in text
+    assert "> ⚠️ the fleet is frozen: mac-2 red on 2026.4.4" in text
+
+    main(["plan", "--repo", str(repo.path), "--base", bump, "--head", bump, "--format", "markdown"])
+    assert "No changes: nothing to roll out" in capsys.readouterr().out
