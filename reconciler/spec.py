@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
@@ -228,6 +228,50 @@ class Notification(Model):
     events: list[Event] = Field(default_factory=lambda: _FAILURE_ONLY.copy())
 
 
+Forge = Literal["github", "gitea", "gitlab"]
+_REPO_SEGMENT = r"[A-Za-z0-9_.-]+"
+
+
+def repository_problem(forge: Forge, repository: str) -> str | None:
+    """Why `repository` cannot name a repository on `forge`, in words; None when it can."""
+    if forge == "gitlab":
+        if re.fullmatch(rf"[0-9]+|{_REPO_SEGMENT}(/{_REPO_SEGMENT})+", repository):
+            return None
+        return f"expected a GitLab project's path (group/project) or its number, got {repository!r}"
+    if re.fullmatch(rf"{_REPO_SEGMENT}/{_REPO_SEGMENT}", repository):
+        return None
+    return f"expected OWNER/NAME on {forge}, got {repository!r}"
+
+
+class CommitStatus(Model):
+    """A rollout's outcome as a commit status on the spec commit it applied (reconciler.forge)."""
+
+    forge: Forge = Field(description="github, gitea (also Forgejo) or gitlab")
+    api: Url = Field(
+        description="the API root: https://api.github.com (GitHub Enterprise: "
+        "https://HOST/api/v3), https://HOST/api/v1 (Gitea, Forgejo), https://HOST/api/v4 (GitLab)"
+    )
+    repository: SafeStr = Field(
+        description="OWNER/NAME; on GitLab the project's path (group/project) or its number"
+    )
+    token_env: EnvName | None = Field(None, description="the API token from this env var")
+    token_file: AbsPath | None = Field(None, description="the API token from this file")
+    context: SafeStr | None = Field(
+        None, description="the status's name (GitLab: name); default openclaw-reconciler/<fleet>"
+    )
+    target_url: Url | None = Field(None, description="where the status links to")
+    timeout: Duration = "10s"
+
+    @model_validator(mode="after")
+    def _one_token_and_a_repository(self) -> CommitStatus:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("set exactly one of tokenEnv or tokenFile")
+        problem = repository_problem(self.forge, self.repository)
+        if problem is not None:
+            raise ValueError(f"repository: {problem}")
+        return self
+
+
 class Profile(Model):
     """One OpenClaw gateway on a host: the unit of traffic and of doctor."""
 
@@ -288,6 +332,9 @@ class Fleet(Model):
     windows: list[Window] = Field(default_factory=list)
     load_balancer: LoadBalancer
     notifications: list[Notification] = Field(default_factory=list)
+    commit_status: CommitStatus | None = Field(
+        None, description="post each rollout's outcome as a commit status on its spec commit"
+    )
     ssh: Ssh = Field(default_factory=Ssh)
     hosts: list[Host] = Field(min_length=1)
 
