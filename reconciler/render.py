@@ -6,7 +6,9 @@ row per step, in execution order.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
@@ -15,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler.errors import Problem
-from reconciler.planner import Plan
+from reconciler.planner import Change, Plan, Step
 
 
 def console(stream: IO[str] | None = None) -> Console:
@@ -105,6 +107,59 @@ MARKDOWN_MARKER = "<!-- openclaw-reconciler plan: {fleet} -->"
 """The hidden first line of a plan comment: a workflow finds its own comment by it and updates
 it in place instead of adding another."""
 
+_CODE_SPAN = re.compile(r"(`[^`]*`)")
+_SCOPED_NAME = re.compile(r"(?<![\w`])@[a-z0-9][\w.-]*/[\w.-]*\w(?:@[\w.+-]*\w)?")
+
+
+def _cell(text: str) -> str:
+    """Text for a table cell: a `|` (even in a code span) would end the cell."""
+    return text.replace("|", "\\|")
+
+
+def _unmentioned(text: str) -> str:
+    """`text` with npm scoped names (`@openclaw/matrix@2026.4.3`) in code spans, outside the
+    code spans it has: bare, GitHub reads them as team mentions and notifies the team."""
+    parts = _CODE_SPAN.split(text)
+    parts[::2] = [_SCOPED_NAME.sub(lambda m: f"`{m.group(0)}`", p) for p in parts[::2]]
+    return "".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _change_cells(change: Change) -> tuple[str, str]:
+    """The before and after cells of one change (a host added or removed has no versions)."""
+    if change.kind == "host-added":
+        return "(none)", "(added)"
+    if change.kind == "host-removed":
+        return "(in the fleet)", "(removed)"
+    return change.before or "(none)", change.after or "(removed)"
+
+
+def _markdown_detail(step: Step) -> str:
+    if step.action == "install":
+        return " then ".join(f"`{p.name}@{p.version}`" for p in step.packages)
+    return _step_detail(step)
+
+
+def _folds(plan: Plan) -> list[str]:
+    """The steps in execution order, one folded table per run of steps on the same hosts:
+    per host when rolling, once for the whole fleet when all at once."""
+    lines: list[str] = []
+    numbered = enumerate(plan.steps, 1)
+    for hosts, run in itertools.groupby(numbered, key=lambda item: tuple(item[1].hosts)):
+        rows = [
+            f"| {i} | {step.action} | {_cell(_markdown_detail(step))} | "
+            f"{_duration(step.soak_s) if step.soak_s else ''} |"
+            for i, step in run
+        ]
+        summary = f"{', '.join(hosts)}: {_count(len(rows), 'step')}"
+        lines += [f"<details><summary>{summary}</summary>", ""]
+        lines += ["| # | action | detail | soak |", "|---|---|---|---|", *rows]
+        lines += ["", "</details>", ""]
+    return lines
+
 
 def plan_markdown(
     plan: Plan,
@@ -114,8 +169,9 @@ def plan_markdown(
     notices: Sequence[str] = (),
 ) -> str:
     """The plan as one PR comment: the changes, the host order with roles, the steps folded
-    per host, the estimate, and every warning (the plan's, and `notices`: a freeze in force, a
-    maintenance window closed)."""
+    per host (in execution order), the estimate, and every warning, each its own paragraph
+    (hosts out of service, the plan's, and `notices`: a freeze in force, a maintenance window
+    closed)."""
     lines = [MARKDOWN_MARKER.format(fleet=plan.fleet), f"### Rollout plan: fleet `{plan.fleet}`"]
     commits = (
         f" (`{(plan.base_commit or '-')[:12]}` → `{(plan.head_commit or '-')[:12]}`)"
@@ -126,30 +182,29 @@ def plan_markdown(
         return "\n".join([*lines, "", f"No changes: nothing to roll out{commits}.", ""])
     lines += [
         "",
-        f"{plan.strategy}, {len(plan.steps)} steps, about **{_duration(plan.expected_duration_s)}**"
-        f"{commits}; at most {plan.max_unavailable} host(s) out of service at once.",
+        f"{plan.strategy}, {_count(len(plan.steps), 'step')}, about "
+        f"**{_duration(plan.expected_duration_s)}**{commits}; at most {plan.max_unavailable} "
+        "host(s) out of service at once.",
         "",
         "| change | subject | before | after |",
         "|---|---|---|---|",
         *(
-            f"| {c.kind} | `{c.subject}` | {c.before or '(none)'} | {c.after or '(removed)'} |"
+            f"| {c.kind} | `{_cell(c.subject)}` | "
+            + " | ".join(_cell(cell) for cell in _change_cells(c))
+            + " |"
             for c in plan.changes
         ),
         "",
         "**Order:** " + " → ".join(f"{h} ({roles.get(h, '?')})" for h in plan.order),
         "",
+        *_folds(plan),
     ]
-    for host in dict.fromkeys(h for s in plan.steps for h in s.hosts):
-        rows = [r for r in plan_rows(plan) if host in r[1].split(",")]
-        lines += [f"<details><summary>{host}: {len(rows)} steps</summary>", ""]
-        lines += ["| # | action | detail | soak |", "|---|---|---|---|"]
-        lines += [f"| {r[0]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
-        lines += ["", "</details>", ""]
     warnings = [
-        *(f"{h} is out of service ({why}): the rollout starts with it"
+        *(f"{h} is out of service: {why}; the rollout starts with it"
           for h, why in sorted((out_of_service or {}).items())),
         *plan.warnings,
         *notices,
     ]  # fmt: skip
-    lines += [f"> ⚠️ {w}" for w in warnings]
+    # One blockquote, one paragraph per warning: consecutive `>` lines would run together.
+    lines += "\n>\n".join(f"> ⚠️ {_unmentioned(w)}" for w in warnings).splitlines()
     return "\n".join(lines).rstrip() + "\n"

@@ -326,7 +326,7 @@ def test_plan_as_a_pr_comment_in_markdown(repo, capsys):
     assert "**Order:** mac-2 (stable) → mac-1 (canary) → mac-3 (witness)" in text
     assert text.count("<details><summary>") == 3 and "<summary>mac-1: " in text
     assert "about **" in text
-    assert "> ⚠️ mac-2 is out of service (gateway default not ready" in text
+    assert "> ⚠️ mac-2 is out of service: gateway default not ready" in text
     assert "> ⚠️ the fleet is frozen: mac-2 red on 2026.4.4" in text
 
     main(["plan", "--repo", str(repo.path), "--base", bump, "--head", bump, "--format", "markdown"])
