@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from reconciler import __version__, render, schemas, source
 from reconciler.config import ConfigError
-from reconciler.errors import LockError, Problem, ReconcilerError, SpecError
+from reconciler.errors import InitError, LockError, Problem, ReconcilerError, SpecError
 from reconciler.spec import NAME
 from reconciler.validate import LoadedSpec, SpecFiles, load
 
@@ -102,6 +102,35 @@ def cmd_schema(args: argparse.Namespace) -> int:
         return EXIT_INVALID if stale else EXIT_OK
     for path in schemas.write(out):
         print(f"wrote {path}")
+    return EXIT_OK
+
+
+# --- init --------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from reconciler import scaffold
+
+    hosts = scaffold.with_roles([scaffold.HostArg.parse(h) for h in args.host])
+    version = args.openclaw or scaffold.latest_release(args.registry, args.timeout)
+    request = scaffold.Request(
+        fleet=args.fleet, hosts=hosts, registry=args.registry, version=version,
+        lb=scaffold.LbArg.parse(args.lb) if args.lb else scaffold.DEFAULT_LB,
+        service_manager=args.service_manager, key_file=args.ssh_key_file,
+        ci=tuple(dict.fromkeys(args.ci or scaffold.CI_FILES)),
+    )  # fmt: skip
+    keys = scaffold.scan_all(request.hosts, args.timeout)
+    target = Path(args.dir)
+    scaffold.write(target, scaffold.render(request, keys))
+    print("Host keys scanned. Check each fingerprint against its host, out of band")
+    print("(on the host: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), before you commit:")
+    for host in request.hosts:
+        for key in keys[host.name]:
+            print(
+                f"  {host.name:<16} {key.line.split()[0]:<24} {key.key_type:<20} {key.fingerprint}"
+            )
+    print(f"wrote {target}: a git repository for fleet {request.fleet} (openclaw {version})")
+    print(f"next: cd {target} && reconciler lock && reconciler validate && git add -A")
     return EXIT_OK
 
 
@@ -449,6 +478,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 2 when the files are stale")
     p.set_defaults(handler=cmd_schema)
 
+    p = sub.add_parser("init", help="start a spec repository: fleet.yaml, scanned known_hosts, CI")
+    p.add_argument("dir", help="the new repository's directory (absent or empty)")
+    p.add_argument("--fleet", required=True, type=_fleet_arg, help="the fleet's name")
+    p.add_argument(
+        "--host", action="append", required=True, metavar="NAME=USER@ADDRESS[:PORT]",
+        help="a host (repeat; the first of several is the canary)",
+    )  # fmt: skip
+    p.add_argument("--registry", required=True, help="the npm registry the hosts install from")
+    p.add_argument("--openclaw", metavar="VERSION", help="core release (default: latest)")
+    p.add_argument(
+        "--lb", metavar="DRIVER:ADDRESS[:BACKEND]",
+        help="haproxy:unix:///path:BACKEND, haproxy:tcp://host:port:BACKEND or file:/path "
+        "(default haproxy:unix:///run/haproxy/admin.sock:openclaw)",
+    )  # fmt: skip
+    p.add_argument("--service-manager", choices=("launchd", "systemd"), default="launchd")
+    p.add_argument("--ssh-key-file", help="the key the reconciler logs in with (else keyEnv)")
+    p.add_argument(
+        "--ci", action="append", choices=("github", "gitea", "forgejo", "gitlab"),
+        help="CI files to write (repeat; default all four)",
+    )  # fmt: skip
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per host key scan")
+    p.set_defaults(handler=cmd_init)
+
     p = sub.add_parser("lock", help="resolve the pins against the registry; write openclaw.lock")
     p.add_argument("path", nargs="?", default=".", help="spec directory or fleet file")
     p.add_argument("--registry", help="resolve against this registry instead of the spec's")
@@ -532,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (source.SourceError, ConfigError) as exc:
+    except (source.SourceError, ConfigError, InitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except ReconcilerError as exc:

@@ -146,3 +146,7 @@ class RegistryError(TemporaryError):
 
 class LockError(PermanentError):
     """The pins cannot be locked: a version is missing or a range excludes the core."""
+
+
+class InitError(PermanentError):
+    """`reconciler init` refused: bad input, a host that gave no key, or a DIR not empty."""
