@@ -28,7 +28,7 @@ from reconciler.engine import Engine, PassResult
 from reconciler.errors import PermanentError, ReconcilerError, RetriesExhausted, TemporaryError
 from reconciler.gitstore import GitStore
 from reconciler.metrics import Metrics
-from reconciler.notify import Broadcaster, Fanout, Notifier, Recorder, sinks_from_spec
+from reconciler.notify import Broadcaster, Fanout, Notifier, Recorder, sinks_for_fleet
 from reconciler.signatures import SignaturePolicy, policy_from_config
 from reconciler.spec import Fleet
 from reconciler.status import FleetStatus, read_status
@@ -54,7 +54,7 @@ class SpecNotifier:
 
     def configure(self, spec: LoadedSpec) -> None:
         if self.broadcaster is None:
-            self.broadcaster = Broadcaster(sinks_from_spec(spec.fleet.notifications))
+            self.broadcaster = Broadcaster(sinks_for_fleet(spec.fleet))
 
     def notify(self, event: object) -> None:  # Event; typed loosely to fit the Protocol
         from reconciler.notify import Event

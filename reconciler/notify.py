@@ -10,6 +10,10 @@ in an event, a log line or a repr. A Slack or webhook URL is a secret as a whole
 the token), so it is never printed, not even inside an error from urllib: a target is named by
 its type and the variable it came from. A URL read from the environment is checked when the
 sinks are built, as the spec's own `url` is when the spec is validated.
+
+A fleet's `commitStatus` is one more sink: the outcome of a rollout posted on the spec commit it
+applied, through the forge's API (reconciler.forge). Its token comes from the environment or a
+file too; when there is none, the sink is left out with a warning naming the variable.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from typing import Literal, Protocol
 from pydantic import Field
 
 from reconciler import redact
-from reconciler.spec import URL, Model, Notification
+from reconciler.errors import TemporaryError
+from reconciler.forge import ForgeClient, ForgeInputError, Outcome, read_token
+from reconciler.spec import URL, Fleet, Model, Notification, seconds
 
 log = logging.getLogger(__name__)
 EventKind = Literal["failure", "success", "drift", "gate"]
@@ -123,6 +129,64 @@ class SlackSink:
         _post(self.url, body, {"Content-Type": "application/json"}, timeout)
 
 
+@dataclass
+class CommitStatusSink:
+    """A rollout's outcome as a commit status on the spec commit it applied; each request is
+    bounded by the spec's own `timeout` (in the client), not the broadcaster's."""
+
+    client: ForgeClient
+    context: str
+    target_url: str | None = None
+    events: Sequence[str] = ("success", "failure", "gate")
+    name: str = "commit-status"
+
+    def deliver(self, event: Event, timeout: float) -> None:
+        status = commit_status(event)
+        if status is None or event.spec_commit is None:
+            return
+        outcome, description = status
+        self.client.post_status(
+            event.spec_commit, outcome, description, self.context, self.target_url
+        )
+
+
+def commit_status(event: Event) -> tuple[Outcome, str] | None:
+    """The outcome and description an event posts on its spec commit; None when it posts
+    nothing (no spec commit, or a kind that says nothing of the rollout's outcome)."""
+    if event.spec_commit is None:
+        return None
+    if event.kind == "success":
+        return "success", event.message
+    if event.kind == "failure":  # Failed: the rollout went red; else the spec was refused
+        return ("failure" if event.phase == "Failed" else "error"), event.message
+    if event.kind == "gate":
+        return "pending", f"held: {event.message}"
+    return None
+
+
+def commit_status_sink(fleet: Fleet) -> CommitStatusSink | None:
+    """The sink of `fleet.commitStatus`, or None (not set, or no token: logged, never
+    raised, so a missing token never stops a rollout)."""
+    cs = fleet.commit_status
+    if cs is None:
+        return None
+    try:
+        token = read_token(env=cs.token_env, file=cs.token_file)
+        client = ForgeClient(cs.forge, cs.api, cs.repository, token, seconds(cs.timeout))
+    except ForgeInputError as exc:
+        log.warning("commitStatus on %s: %s; skipped", cs.forge, exc)
+        return None
+    context = cs.context or f"openclaw-reconciler/{fleet.name}"
+    return CommitStatusSink(client, context, cs.target_url, name=f"commit-status {cs.forge}")
+
+
+def sinks_for_fleet(fleet: Fleet) -> list[Sink]:
+    """Every sink a fleet's spec names: its notifications, then its commit status."""
+    sinks = sinks_from_spec(fleet.notifications)
+    status = commit_status_sink(fleet)
+    return [*sinks, status] if status is not None else sinks
+
+
 MAX_URL = 2048
 
 
@@ -210,12 +274,16 @@ class Broadcaster:
                 log.warning(
                     "broadcast to %s failed (attempt %d): %s", sink.name, attempt + 1, error
                 )
-                if not isinstance(exc, OSError):  # a bad target, not a bad moment: no retry
+                if not isinstance(exc, OSError | TemporaryError):  # a bad target: no retry
                     break
                 time.sleep(self.backoff_s * 2**attempt)
                 continue
             self.delivered.append((sink.name, event))
             return
+        log.warning(
+            "broadcast to %s undelivered (%s of spec %s): %s",
+            sink.name, event.kind, (event.spec_commit or "-")[:12], error,
+        )  # fmt: skip
         self.undelivered.append((sink.name, event, error))
 
     def flush(self, timeout: float = 30.0) -> bool:

@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.haproxy",
     "tests.fixtures.webhook",
+    "tests.fixtures.forge",
 ]
 
 
