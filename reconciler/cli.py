@@ -223,6 +223,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if any(p.changed for p in plans) else EXIT_OK
 
 
+# --- comment -----------------------------------------------------------------------------------
+
+
+def cmd_comment(args: argparse.Namespace) -> int:
+    from reconciler import forge
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        comments = forge.split_comments(text)
+        env = args.token_env or forge.DEFAULT_TOKEN_ENV[args.forge]
+        token = forge.read_token(env=env, file=args.token_file)
+        client = forge.ForgeClient(args.forge, args.api, args.repository, token, args.timeout)
+    except (OSError, UnicodeDecodeError, forge.ForgeInputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    for fleet, body in comments:
+        print(f"fleet {fleet}: {client.upsert_comment(args.pr, body).describe()}")
+    return EXIT_OK
+
+
 # --- the engine ----------------------------------------------------------------------------
 
 
@@ -572,6 +592,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML settings (deploy/config.example.yaml)")
     _add_trusted_signers(p)
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("comment", help="the plan's markdown on a PR: a comment per fleet, in place")
+    p.add_argument("file", nargs="?", default="-", help="plan --format markdown output (- : stdin)")
+    p.add_argument("--forge", required=True, choices=("github", "gitea", "gitlab"))
+    p.add_argument(
+        "--api", required=True,
+        help="API root: https://api.github.com, https://HOST/api/v1 (Gitea, Forgejo), "
+        "https://HOST/api/v4 (GitLab)",
+    )  # fmt: skip
+    p.add_argument("--repository", required=True, help="OWNER/NAME; GitLab: project path or id")
+    p.add_argument("--pr", required=True, type=_non_negative_int, help="pull/merge request number")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token-env", metavar="VAR",
+        help="the API token from this variable (default GITHUB_TOKEN, GITEA_TOKEN, GITLAB_TOKEN)",
+    )  # fmt: skip
+    token.add_argument("--token-file", metavar="PATH", help="the API token from this file")
+    p.add_argument("--timeout", type=_non_negative_seconds, default=10.0, help="HTTP timeout (s)")
+    p.set_defaults(handler=cmd_comment)
 
     p = sub.add_parser("demo", help="the whole story in a local sandbox (the README's first step)")
     p.add_argument("--dir", help="sandbox directory (default ~/.cache/openclaw-reconciler/sandbox)")

@@ -8,16 +8,20 @@ the exceptions, reprs and log records for it.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydantic
 import pytest
 
+from reconciler import cli
 from reconciler.daemon import SpecNotifier, engine_for, run_until_settled
 from reconciler.forge import (
+    DEFAULT_TOKEN_ENV,
     ForgeClient,
     ForgeError,
     ForgeInputError,
@@ -287,6 +291,96 @@ def test_a_bad_repository_or_api_root_is_refused_before_any_request(
     with pytest.raises(ForgeInputError) as refused:
         ForgeClient(forge, api, repository, TOKEN)  # type: ignore[arg-type]
     assert TOKEN not in str(refused.value)
+
+
+# --- reconciler comment ---------------------------------------------------------------------------
+
+
+@dataclass
+class CommentRun:
+    """`reconciler comment` against an emulator, its token in the forge's default variable."""
+
+    emulator: ForgeEmulator
+    plan: Path
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *extra: str, repository: str | None = None) -> tuple[int, str]:
+        """The exit code and what was printed (stdout and stderr)."""
+        argv = [
+            "comment", "--forge", self.emulator.forge, "--api", self.emulator.api,
+            "--repository", repository or self.emulator.repository, "--pr", "5", *extra,
+        ]  # fmt: skip
+        code = cli.main(argv)
+        out, err = self.capsys.readouterr()
+        return code, out + err
+
+
+@pytest.fixture
+def comment_cli(
+    forges: Forges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[[str], CommentRun]:
+    def start(forge: str) -> CommentRun:
+        monkeypatch.setenv(DEFAULT_TOKEN_ENV[forge], TOKEN)  # type: ignore[index]
+        return CommentRun(forges(forge), tmp_path / "plan.md", capsys)
+
+    return start
+
+
+def test_reconciler_comment_posts_each_fleets_comment_then_updates_it(
+    comment_cli: Callable[[str], CommentRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = comment_cli("github")
+    run.plan.write_text(comment("studio", "mac-1, mac-2, mac-3"))
+
+    code, created = run(str(run.plan))
+    assert code == 0, created
+    monkeypatch.setattr("sys.stdin", io.StringIO(comment("studio", "mac-2 first")))
+    code, updated = run("-")
+    assert code == 0, updated
+
+    (body,) = run.emulator.bodies(5)
+    assert body == comment("studio", "mac-2 first")
+    comment_id = run.emulator.comments[5][0]["id"]
+    assert f"fleet studio: created comment {comment_id}: https://" in created
+    assert f"fleet studio: updated comment {comment_id}" in updated
+
+
+def test_reconciler_comment_reads_a_token_file_and_gitlab_paths(
+    comment_cli: Callable[[str], CommentRun], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = comment_cli("gitlab")
+    monkeypatch.delenv("GITLAB_TOKEN")
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO(comment("lab", "plan")))
+    assert run("--token-file", str(tmp_path / "token"))[0] == 0
+    assert run.emulator.bodies(5) == [comment("lab", "plan")]
+
+
+def test_reconciler_comment_exits_2_on_bad_input_and_1_when_the_api_fails(
+    comment_cli: Callable[[str], CommentRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = comment_cli("gitea")
+    run.plan.write_text("### a plan without its marker\n")
+    code, said = run(str(run.plan))
+    assert code == 2 and "no marker line" in said
+
+    run.plan.write_text(comment("studio", "plan"))
+    code, said = run(str(run.plan), repository="no-owner")
+    assert code == 2 and "expected OWNER/NAME" in said
+    monkeypatch.delenv("GITEA_TOKEN")
+    code, said = run(str(run.plan))
+    assert code == 2 and "GITEA_TOKEN is not set" in said
+    assert run.emulator.requests == [], "bad input reached the API"
+
+    monkeypatch.setenv("GITEA_TOKEN", TOKEN)
+    run.emulator.fail_with = 500
+    code, said = run(str(run.plan))
+    assert code == 1
+    assert f"gitea GET /repos/{run.emulator.repository}/issues/5/comments: HTTP 500" in said
+    assert TOKEN not in said
 
 
 # --- the spec and the engine -----------------------------------------------------------------
