@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pydantic
 import pytest
+from ruamel.yaml import YAML
 
 from reconciler import cli
 from reconciler.daemon import SpecNotifier, engine_for, run_until_settled
@@ -419,6 +420,16 @@ def test_commit_status_in_the_spec_and_a_missing_token_skips_the_sink(
             {"forge": "github", "api": "https://api.github.com", "repository": "ops/infra/fleet",
              "tokenEnv": "GITHUB_TOKEN"}
         )  # fmt: skip
+
+
+def test_the_documented_example_is_a_valid_commit_status() -> None:
+    """specs/example/fleet.yaml carries a commented-out `commitStatus`: uncommented, it loads."""
+    text = (Path(__file__).parent.parent / "specs" / "example" / "fleet.yaml").read_text()
+    block = re.search(r"^# commitStatus:\n(?:#  .*\n)+", text, re.M)
+    assert block is not None, "the example lost its commitStatus"
+    doc = YAML(typ="safe").load(re.sub(r"^# ?", "", block.group(0), flags=re.M))
+    status = CommitStatus.model_validate(doc["commitStatus"])
+    assert status.forge == "github" and status.token_env == "GITHUB_TOKEN"
 
 
 COMMIT_STATUS = """commitStatus:
