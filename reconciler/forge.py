@@ -296,7 +296,8 @@ def read_token(*, env: str | None = None, file: str | Path | None = None) -> str
         try:
             token = Path(file).expanduser().read_text().strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ForgeInputError(f"token file {file}: {type(exc).__name__}") from None
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ForgeInputError(f"token file {file}: {why}") from None
         if not token:
             raise ForgeInputError(f"token file {file} is empty")
         return token

@@ -271,7 +271,7 @@ def test_a_token_comes_from_a_variable_or_a_file_and_its_absence_names_where(
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ForgeInputError, match="empty"):
         read_token(file=tmp_path / "empty")
-    with pytest.raises(ForgeInputError, match="FileNotFoundError"):
+    with pytest.raises(ForgeInputError, match="No such file or directory"):
         read_token(file=tmp_path / "missing")
 
 
