@@ -41,7 +41,12 @@ def test_the_fleet_file_validates_with_a_known_hosts_from_its_keyscan_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     [fleet_yaml] = blocks("yaml")
-    [keyscan] = [line for line in blocks("sh")[0].splitlines() if line.startswith("ssh-keyscan")]
+    [keyscan] = [
+        line
+        for block in blocks("sh")
+        for line in block.splitlines()
+        if line.startswith("ssh-keyscan")
+    ]
     fleet = SSHFleet(tmp_path / "ssh", 1)
     try:
         host = fleet[0]
