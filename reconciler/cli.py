@@ -327,12 +327,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _store(args)
     store.fetch()
+    if args.html:
+        from reconciler.page import collect, render_page
+
+        html = render_page([collect(store.repo, args.fleet)])
+        _write_atomically(Path(args.html), html)
+        print(f"wrote {args.html}: the fleet page of {args.fleet} ({len(html) // 1024} KiB)")
+        return EXIT_OK
     doc = report.status_doc(read_status(store, args.fleet))
     if args.json:
         render.emit_json(doc)
     else:
         report.print_status(doc, render.console())
     return EXIT_OK
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -570,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="hosts, versions, weights, phase, fingerprints")
     _add_remote(p)
+    p.add_argument(
+        "--html", metavar="FILE",
+        help="write the fleet page (hosts, weight timeline, rollouts) as one self-contained file",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("history", help="the status branch log, readable")

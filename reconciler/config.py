@@ -41,6 +41,10 @@ class SecretRef(Model):
 class Http(Model):
     bind: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9410
+    page: bool = Field(True, description="serve the fleet page at /")
+    page_token: SecretRef | None = Field(
+        None, description="a bearer token the page requires (env or file), as for webhooks"
+    )
 
 
 class SshKey(Model):

@@ -19,16 +19,18 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pygit2
 from rich.console import Console
 from rich.markup import escape
 
 from reconciler import redact
-from reconciler.config import Config
+from reconciler.config import Config, ConfigError
 from reconciler.engine import Engine, PassResult
 from reconciler.errors import PermanentError, ReconcilerError, RetriesExhausted, TemporaryError
 from reconciler.gitstore import GitStore
 from reconciler.metrics import Metrics
 from reconciler.notify import Broadcaster, Fanout, Notifier, Recorder, sinks_for_fleet
+from reconciler.page import FleetPage, collect
 from reconciler.signatures import SignaturePolicy, policy_from_config
 from reconciler.spec import Fleet
 from reconciler.status import FleetStatus, read_status
@@ -328,6 +330,16 @@ def run_daemon(config: Config, signatures: SignaturePolicy | None = None) -> int
         # Served but not observed yet: an empty status, which the readiness URL answers with 503.
         return worker.status or FleetStatus(fleet, None, None, None, None, {}, [])
 
+    def pages() -> list[FleetPage]:
+        # A repository of its own per view: the worker's may be writing in its thread.
+        return [
+            collect(pygit2.Repository(w.engine.store.repo.path), fleet)
+            for fleet, w in workers.items()
+        ]
+
+    page_token = config.http.page_token.read() if config.http.page_token else None
+    if config.http.page_token and page_token is None:
+        raise ConfigError("http.pageToken names a variable or file that holds no token")
     server = Server(
         config.http.bind,
         config.http.port,
@@ -336,6 +348,8 @@ def run_daemon(config: Config, signatures: SignaturePolicy | None = None) -> int
         readiness=readiness,
         metrics=metrics,
         remote=config.remote,
+        page=pages if config.http.page else None,
+        page_token=page_token,
     ).start()
     shown = redact.url(config.remote)
     log.info("reconciling %s from %s (%s)", ", ".join(workers), shown, server.url)

@@ -124,20 +124,25 @@ def history(store: GitStore, fleet: str, limit: int) -> Iterator[dict[str, Any]]
     for commit in walker:
         if shown >= limit:
             return
-        if not _touches(commit, prefix):
+        if not touches(commit, prefix):
             continue
         shown += 1
-        subject, _, body = commit.message.partition("\n")
-        trailers = dict(line.split(": ", 1) for line in body.strip().splitlines() if ": " in line)
         yield {
             "commit": str(commit.id),
             "time": datetime.fromtimestamp(commit.commit_time, UTC).isoformat(),
-            "subject": subject,
-            "trailers": trailers,
+            "subject": commit.message.partition("\n")[0],
+            "trailers": trailers(commit.message),
         }
 
 
-def _touches(commit: pygit2.Commit, prefix: str) -> bool:
+def trailers(message: str) -> dict[str, str]:
+    """A status commit's trailers (`Spec-Commit: ...`, `Phase: ...`)."""
+    body = message.partition("\n")[2]
+    return dict(line.split(": ", 1) for line in body.strip().splitlines() if ": " in line)
+
+
+def touches(commit: pygit2.Commit, prefix: str) -> bool:
+    """Whether `commit` changed anything under `prefix` (a fleet's directory)."""
     if not commit.parents:
         return True
     diff = commit.tree.diff_to_tree(commit.parents[0].tree)

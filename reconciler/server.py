@@ -7,6 +7,11 @@ or a git forge needs from the daemon:
   for an immediate pass of the fleets watching that branch; 202 with the fleets triggered.
 - `GET /metrics`: the Metrics registry in Prometheus text format.
 - `GET /healthz`: 200 while the server answers.
+- `GET /`: the fleet page (reconciler.page), read-only, built from the status branch; with
+  `?part=main` only its `<main>`, which the page fetches every few seconds to follow a
+  rollout. An optional bearer token guards it (and nothing else: a load balancer's health
+  check must reach the readiness URL without one). Its Content-Security-Policy lets it reach
+  nothing but this server.
 - `GET /fleets/<fleet>/readiness`: the runbook's "one readiness URL": every host's merged
   readiness with its fingerprint and readiness_sha256, whether peers agree, and one digest for
   the fleet; 503 when peers disagree or any host is red or unobserved, so a load balancer or a
@@ -23,7 +28,10 @@ traceback goes to the log, never to the client). Secrets are never logged or ech
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -37,6 +45,7 @@ from typing import Any
 from reconciler import httplimits, webhooks
 from reconciler.canonical import sha256_of
 from reconciler.metrics import Metrics
+from reconciler.page import FleetPage, render_main, render_page
 from reconciler.report import status_doc
 from reconciler.spec import NAME
 from reconciler.status import FleetStatus
@@ -47,6 +56,8 @@ Trigger = Callable[[str, tuple[str, ...]], Sequence[str]]
 """(branch, repository_urls) -> the fleets for which an immediate pass was scheduled."""
 ReadinessSource = Callable[[str], FleetStatus | None]
 """fleet -> its status as last read from the status branch; None for a fleet not served."""
+PageSource = Callable[[], Sequence[FleetPage]]
+"""The fleets the page shows, each read fresh from its status branch."""
 
 READINESS_PATH = re.compile(r"^/fleets/([^/]+)/readiness/?$")
 FLEET_NAME = re.compile(NAME)
@@ -124,6 +135,8 @@ class Server:
         remote: str | None = None,
         max_connections: int = httplimits.MAX_CONNECTIONS,
         max_unverified_bytes: int = httplimits.MAX_UNVERIFIED_BYTES,
+        page: PageSource | None = None,
+        page_token: bytes | None = None,
     ) -> None:
         """`request_timeout` bounds a whole request, from its first byte to its last; `remote`
         is the watched repository (a push of another one is ignored; None: any repository)."""
@@ -139,6 +152,8 @@ class Server:
         self.remote = remote
         self.max_connections = max_connections
         self.unverified = httplimits.ByteBudget(max(max_unverified_bytes, max_body))
+        self.page = page
+        self.page_token = page_token
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -224,7 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path == "/healthz":
+        if path == "/" and self.app.page is not None:
+            self._guarded(self._page)
+        elif path == "/healthz":
             self._guarded(self._healthz)
         elif path == "/metrics":
             self._guarded(self._metrics)
@@ -252,6 +269,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         self._send_json(200, {"ok": True})
+
+    def _page(self) -> None:
+        token = self.app.page_token
+        if token is not None and not _bearer_matches(self.headers.get("Authorization"), token):
+            self._send(401, b"a bearer token is required\n", "text/plain; charset=utf-8",
+                       {"WWW-Authenticate": 'Bearer realm="openclaw-reconciler"'})  # fmt: skip
+            return
+        assert self.app.page is not None
+        pages = self.app.page()
+        query = self.path.partition("?")[2]
+        html = render_main(pages) if query == "part=main" else render_page(pages, live=True)
+        headers = {"Content-Security-Policy": page_policy(html)}
+        self._send(200, html.encode(), "text/html; charset=utf-8", headers)
 
     def _metrics(self) -> None:
         body, content_type = self.app.metrics.render()
@@ -394,3 +424,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except OSError as exc:  # the client went away; nothing to answer to
             log.debug("answering %s %s: %s", self.command, self.path, exc)
+
+
+def _bearer_matches(header: str | None, token: bytes) -> bool:
+    scheme, _, value = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)
+
+
+NONE = "'none'"
+
+
+def page_policy(html: str) -> str:
+    """The page may run its own inline script (by hash) and style, and fetch only from here."""
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts
+    ]
+    return (
+        f"default-src 'none'; script-src {' '.join(hashes) or NONE}; "
+        "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
