@@ -72,7 +72,7 @@ from benchlib import (
     write_results,
 )
 
-from reconciler.sandbox.registry import free_port
+from reconciler.sandbox.processes import free_port
 from reconciler.sandbox.sshfleet import SSHD, FleetHost, _descendants, _listening
 from reconciler.sandbox.world import PLUGINS, World
 

@@ -55,7 +55,7 @@ from benchlib import (
     write_results,
 )
 
-from reconciler.sandbox.registry import free_port
+from reconciler.sandbox.processes import free_port
 from reconciler.sandbox.world import World
 
 VERSIONS = ("2026.4.2", "2026.4.3")

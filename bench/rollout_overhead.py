@@ -91,7 +91,8 @@ from benchlib import (
 from trace_reconcile import print_breakdown
 
 from reconciler.lb.file import WeightsFile
-from reconciler.sandbox.registry import LocalRegistry, publish_standard_catalog
+from reconciler.sandbox.catalog import publish_standard_catalog
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version
 
 VERSIONS = ("2026.4.2", "2026.4.3")

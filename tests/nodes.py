@@ -29,8 +29,9 @@ import pytest
 
 from reconciler.connect import transport_for
 from reconciler.sandbox.faults import FaultValue, set_faults
-from reconciler.sandbox.registry import LocalRegistry, free_port
+from reconciler.sandbox.processes import free_port
 from reconciler.sandbox.sshfleet import FleetHost, SSHFleet
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.spec import Fleet, Host
 from reconciler.transport import Transport
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import gates, planner
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, product_version
 from reconciler.spec import Host
 from tests.nodes import fleet_spec

@@ -26,8 +26,8 @@ from ruamel.yaml import YAML
 
 from reconciler.cli import main
 from reconciler.render import MARKDOWN_MARKER
-from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.sshfleet import SSHFleet
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.scaffold import CI_FILES
 from tests.fixtures.forge import ForgeEmulator
 from tests.test_init import init_argv

@@ -19,7 +19,8 @@ from typing import Any
 import pygit2
 import pytest
 
-from reconciler.sandbox.registry import LocalRegistry, free_port
+from reconciler.sandbox.processes import free_port
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World
 
 SECRET = "github-webhook-secret-for-tests"

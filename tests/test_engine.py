@@ -18,7 +18,7 @@ from typing import Any
 import pygit2
 import pytest
 
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, WorldHost, product_version
 from tests.fixtures.webhook import Receiver
 

@@ -28,7 +28,7 @@ import pygit2
 import pytest
 
 from reconciler.lb import LBError
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, WorldHost
 
 RUN_TIMEOUT = 300

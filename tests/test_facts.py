@@ -22,7 +22,7 @@ import pytest
 from reconciler import facts, operations
 from reconciler.documents import Finding, Installed
 from reconciler.errors import CommandFailed, FactParseError
-from reconciler.sandbox.registry import free_port
+from reconciler.sandbox.processes import free_port
 from reconciler.transport import CommandResult, Transport
 from tests.nodes import MakeNode, Node, fleet_spec, make_node
 

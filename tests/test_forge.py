@@ -40,7 +40,7 @@ from reconciler.notify import (
     sinks_for_fleet,
 )
 from reconciler.render import MARKDOWN_MARKER
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World
 from reconciler.spec import CommitStatus, Fleet
 from tests.fixtures.forge import TOKEN, ForgeEmulator

@@ -13,8 +13,8 @@ from ruamel.yaml import YAML
 
 from reconciler.cli import main
 from reconciler.knownhosts import KnownHosts
-from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.sshfleet import SSHFleet
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.scaffold import CI_FILES
 
 

@@ -30,7 +30,8 @@ from reconciler.cli import main
 from reconciler.errors import LockError, RegistryError
 from reconciler.lock import LOCK_FILE, Lock, parse_lock
 from reconciler.resolve import UnresolvablePins, resolve_lock
-from reconciler.sandbox.registry import LocalRegistry, PluginRelease, publish_catalog
+from reconciler.sandbox.catalog import PluginRelease, publish_catalog
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.source import read_directory
 from reconciler.spec import Fleet
 from reconciler.validate import load

@@ -36,8 +36,8 @@ from reconciler.operations import (
 )
 from reconciler.readiness import observe_all
 from reconciler.resolve import resolve_lock
-from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.sshfleet import FleetHost
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.spec import Fleet, Host
 from reconciler.transport import Transport
 from tests.nodes import MakeNode, Node, fleet_spec, make_node

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, product_version
 
 OLD, NEW = "2026.4.2", "2026.4.3"

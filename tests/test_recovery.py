@@ -15,7 +15,7 @@ import pytest
 from reconciler import facts, operations, recovery
 from reconciler.documents import Installed
 from reconciler.recovery import RecoveryPointUnusable
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, product_version
 from reconciler.spec import Fleet, Host
 from reconciler.transport import Transport

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.planner import plan
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, product_version
 from reconciler.spec import Fleet, Host
 from tests.nodes import fleet_spec

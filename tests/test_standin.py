@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.sandbox.catalog import STANDARD_CATALOG, CoreRelease, PluginRelease
 from reconciler.sandbox.faults import (
     REAL_INSTALL_S,
     clear_faults,
@@ -28,12 +29,7 @@ from reconciler.sandbox.faults import (
     update_faults,
     versioned,
 )
-from reconciler.sandbox.registry import (
-    STANDARD_CATALOG,
-    CoreRelease,
-    LocalRegistry,
-    PluginRelease,
-)
+from reconciler.sandbox.verdaccio import LocalRegistry
 from tests.fixtures.registry import StandinHost, http_get, pid_alive, wait_for
 
 MakeHost = Callable[..., StandinHost]

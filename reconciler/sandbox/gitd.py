@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.sandbox.processes import stop_group
-from reconciler.sandbox.registry import free_port
+from reconciler.sandbox.processes import free_port, stop_group
 
 
 class GitDaemon:

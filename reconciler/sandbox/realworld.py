@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.sandbox import realproduct as rp
-from reconciler.sandbox.registry import SandboxError
 from reconciler.sandbox.sshfleet import SSHFleet
+from reconciler.sandbox.tools import SandboxError
 from reconciler.sandbox.traffic import probe
 from reconciler.sandbox.world import World, WorldHost
 

@@ -19,7 +19,6 @@ import contextlib
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +27,8 @@ from pathlib import Path
 
 from paramiko.hostkeys import HostKeys
 
-from ..ssh import SSHTransport
+from reconciler.sandbox.processes import free_port
+from reconciler.ssh import SSHTransport
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
@@ -50,13 +50,6 @@ def generate_key(path: Path, *, comment: str = "") -> Path:
         capture_output=True,
     )
     return path
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

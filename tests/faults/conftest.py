@@ -40,7 +40,7 @@ from ruamel.yaml import YAML
 
 from reconciler.documents import Bookmark, Freeze, Lease, Readiness, RolloutRecord
 from reconciler.resolve import resolve_lock
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version
 from reconciler.spec import Fleet
 from tests.fixtures.webhook import Receiver, start_receiver

@@ -27,7 +27,7 @@ import pytest
 
 from reconciler.sandbox.faults import versioned
 from reconciler.sandbox.gitd import GitDaemon
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from tests.faults.conftest import (
     SHORT_BUDGET,
     STATUS_REF,

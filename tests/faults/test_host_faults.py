@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox.faults import versioned
-from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.sshfleet import generate_key
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import PLUGINS, WorldHost
 from tests.faults.conftest import (
     SHORT_BUDGET,

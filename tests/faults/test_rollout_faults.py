@@ -31,7 +31,7 @@ import pytest
 
 from reconciler.lock import build_lock
 from reconciler.resolve import resolve_lock
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import WorldHost
 from tests.faults.conftest import SECRET, SHORT_BUDGET, Harness, harness, other
 

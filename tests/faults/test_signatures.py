@@ -36,7 +36,7 @@ from reconciler.config import ConfigError, load_config
 from reconciler.daemon import engine_for, run_until_settled
 from reconciler.engine import Engine, PassResult
 from reconciler.gitstore import GitStore
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import OPERATOR, PLUGINS, World
 from reconciler.signatures import (
     Refused,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from tests.faults.conftest import Harness, harness, host_runs, installed, other, wait_until
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.sandbox.registry import LocalRegistry
+from reconciler.sandbox.verdaccio import LocalRegistry
 from tests.faults.conftest import STATUS_REF, Harness, harness, other
 
 FAILPOINTS = "RECONCILER_FAILPOINTS"

@@ -27,8 +27,8 @@ import pytest
 from reconciler import facts, report
 from reconciler.sandbox.realproduct import PLUGIN, RELEASES
 from reconciler.sandbox.realworld import ProductView, RealWorld
-from reconciler.sandbox.registry import LocalRegistry
 from reconciler.sandbox.traffic import Traffic
+from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, WorldHost
 from reconciler.transport import Transport
 from tests.realproduct.contract import invented
