@@ -96,8 +96,10 @@ def run_tool(
     what: str,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a tool with a timeout; raise SandboxError with its stderr when it fails."""
+    """Run a tool with a timeout; raise SandboxError with its stderr when it fails (any exit
+    but 0, unless `check` is off: then the caller reads the exit code)."""
     try:
         done = subprocess.run(
             list(argv),
@@ -110,7 +112,7 @@ def run_tool(
         )
     except subprocess.TimeoutExpired as exc:
         raise SandboxError(f"{what}: `{' '.join(argv)}` timed out after {timeout:.0f} s") from exc
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         tail = (done.stderr or done.stdout).strip()[-2000:]
         raise SandboxError(f"{what}: `{' '.join(argv)}` exited {done.returncode}:\n{tail}")
     return done

@@ -241,17 +241,8 @@ def npm_ls_global(
     Exit code 1 with `error.code == "ELSPROBLEMS"` is a result here, not a failure.
     """
     argv = ["npm", "ls", "-g", "--prefix", str(prefix), f"--depth={depth}", "--json"]
-    try:
-        done = subprocess.run(
-            argv,
-            env={**os.environ, **registry.npm_env()},
-            timeout=timeout,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SandboxError(f"`{' '.join(argv)}` timed out after {timeout:.0f} s") from exc
+    env = {**os.environ, **registry.npm_env()}
+    done = run_tool(argv, timeout=timeout, what="npm ls", env=env, check=False)
     tree: dict[str, Any] = json.loads(done.stdout or "{}")
     return done.returncode, tree
 
