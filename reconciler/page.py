@@ -121,17 +121,21 @@ class FleetPage:
     rollouts: tuple[Rollout, ...]
     """Newest first."""
     held: str | None = None
-    disagreeing: tuple[str, ...] = field(default=())
+    disagreeing: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+    """(host, the fields it differs on from the golden fingerprint) of each host that does."""
 
 
 # --- reading the status branch ----------------------------------------------------------------
 
 
-def collect(repo: pygit2.Repository, fleet: str, *, limit: int = HISTORY_LIMIT) -> FleetPage:
-    """Everything the page shows of `fleet`, read from `repo`'s status branch."""
+def collect(
+    repo: pygit2.Repository, fleet: str, *, limit: int = HISTORY_LIMIT, at: str | None = None
+) -> FleetPage:
+    """Everything the page shows of `fleet`, read from `repo`'s status branch (or as it was at
+    the status commit `at`: what a page built then showed, for `data-status-commit`)."""
     from reconciler.status import FleetStatus
 
-    head = _status_head(repo)
+    head = repo.revparse_single(at).peel(pygit2.Commit) if at else _status_head(repo)
     walk = list(_fleet_commits(repo, head, fleet, limit)) if head is not None else []
     nodes = _nodes_at(repo, head, fleet) if head is not None else {}
     record = _document(head, f"{fleet_dir(fleet)}/rollout.json", RolloutRecord)
@@ -148,7 +152,7 @@ def collect(repo: pygit2.Repository, fleet: str, *, limit: int = HISTORY_LIMIT) 
         marks=tuple(_marks(repo, walk, fleet)),
         rollouts=tuple(reversed(_rollouts(repo, walk, fleet))),
         held=_held(doc),
-        disagreeing=tuple(f for h in doc["hosts"] for f in h["differs"]),
+        disagreeing=tuple((h["host"], tuple(h["differs"])) for h in doc["hosts"] if h["differs"]),
     )
 
 

@@ -7,6 +7,7 @@ weights: on a shared axis their lines and marks would lie on top of each other.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -101,16 +102,18 @@ def chart(
 
         points = series.get(host, ())
         lanes.append(_lane(host, i, top, points, x, y, x(stop)))
-        placed += _placed([m for m in marks if m.host == host], points, x, y)
+        placed += _placed([m for m in marks if m.host == host], points, x, y, width - 12)
     height = AXIS_H + len(hosts) * (LANE_H + LANE_GAP)
     return Chart(width, height, tuple(lanes), tuple(placed), _ticks(start, stop, x), start, stop)
 
 
 def _placed(
-    marks: Sequence[MarkLike], points: Sequence[tuple[datetime, int]], x: _Scale, y: _Weight
-) -> list[PlacedMark]:
+    marks: Sequence[MarkLike], points: Sequence[tuple[datetime, int]], x: _Scale, y: _Weight,
+    right: float,
+) -> list[PlacedMark]:  # fmt: skip
     """Each mark on its host's line; marks of the same second (commit times are whole
-    seconds) are spread sideways rather than drawn over each other."""
+    seconds) are spread sideways rather than drawn over each other, and a spread that would
+    run past the chart's right edge is moved back left."""
     placed: list[PlacedMark] = []
     for m in marks:
         weight = m.weight
@@ -120,6 +123,11 @@ def _placed(
         if placed and at_x - placed[-1].x < MARK_GAP:
             at_x = placed[-1].x + MARK_GAP
         placed.append(PlacedMark(m.host, at_x, y(weight), m.kind, m.commit, m.subject, m.at))
+    limit = right
+    for i in reversed(range(len(placed))):
+        if placed[i].x > limit:
+            placed[i] = dataclasses.replace(placed[i], x=limit)
+        limit = placed[i].x - MARK_GAP
     return placed
 
 

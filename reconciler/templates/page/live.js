@@ -23,7 +23,9 @@
         var main = document.getElementById("main");
         if (html === last) { return; }
         last = html;
+        var shown = detail() && detail().textContent;
         main.innerHTML = html;
+        if (shown && detail()) { detail().textContent = shown; }
         opened.forEach(function (id) { var d = id && document.getElementById(id); if (d) { d.open = true; } });
         if (focused) { var f = document.getElementById(focused); if (f) { f.focus(); } }
       })
