@@ -16,7 +16,8 @@ from pydantic import Field
 from reconciler import versions
 from reconciler.canonical import sha256_of
 from reconciler.lock import Lock
-from reconciler.spec import Fleet, Host, Model, Profile, seconds
+from reconciler.spec import Fleet, Host, Model, seconds
+from reconciler.spec import server_name as server_name  # engine.py calls planner.server_name
 
 Action = Literal["bookmark", "drain", "preflight", "install", "restart", "verify", "ramp", "retire"]
 ChangeKind = Literal[
@@ -102,13 +103,6 @@ def repair_first(order: list[Host], first: Sequence[str]) -> list[Host]:
     one is taken out."""
     down = set(first)
     return [h for h in order if h.name in down] + [h for h in order if h.name not in down]
-
-
-def server_name(host: Host, profile: Profile) -> str:
-    """The LB server of a profile: explicit, else the host name (suffixed for named profiles)."""
-    if profile.lb_server:
-        return profile.lb_server
-    return host.name if profile.name is None else f"{host.name}-{profile.name}"
 
 
 def step_weight(desired: int, percent: int) -> int:

@@ -44,8 +44,7 @@ from reconciler.errors import (
     ReconcilerError,
 )
 from reconciler.lock import Lock
-from reconciler.planner import server_name
-from reconciler.spec import Fleet, Host, Profile, seconds
+from reconciler.spec import Fleet, Host, Profile, seconds, server_name
 from reconciler.transport import Transport
 from reconciler.tree import HostTree
 from reconciler.versions import satisfies

@@ -311,6 +311,13 @@ class Host(Model):
     profiles: list[Profile] = Field(default_factory=lambda: [Profile()], min_length=1)
 
 
+def server_name(host: Host, profile: Profile) -> str:
+    """The LB server of a profile: explicit, else the host name (suffixed for named profiles)."""
+    if profile.lb_server:
+        return profile.lb_server
+    return host.name if profile.name is None else f"{host.name}-{profile.name}"
+
+
 class Ssh(Model):
     """How the reconciler reaches hosts. Host keys are pinned in a reviewed file."""
 
