@@ -28,7 +28,7 @@ from pathlib import Path
 
 from paramiko.hostkeys import HostKeys
 
-from ..ssh import SSHTransport
+from reconciler.ssh import SSHTransport
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
