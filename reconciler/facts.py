@@ -34,13 +34,12 @@ from typing import Any, Generic, TypeVar
 from reconciler import tree
 from reconciler.documents import Finding, Installed, PluginState, Severity
 from reconciler.errors import CommandFailed, FactParseError
-from reconciler.spec import NPM_NAME, Host, Profile
+from reconciler.spec import CORE, NPM_NAME, Host, Profile
 from reconciler.transport import CommandResult, Transport, describe
 from reconciler.versions import parse_node_version, parse_openclaw_banner
 
 T = TypeVar("T")
 
-CORE = "openclaw"
 EXCERPT = 160
 """Characters of offending output quoted in a FactParseError."""
 

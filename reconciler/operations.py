@@ -56,12 +56,11 @@ from reconciler.errors import (
 )
 from reconciler.lock import Lock
 from reconciler.planner import Pin
-from reconciler.spec import NPM_NAME, Fleet, Host, Profile, seconds
+from reconciler.spec import CORE, NPM_NAME, Fleet, Host, Profile, seconds
 from reconciler.transport import CommandResult, Transport, describe
 from reconciler.tree import HostTree
 from reconciler.versions import EXACT_SEMVER, satisfies
 
-CORE = facts.CORE
 _NPM_NAME = re.compile(NPM_NAME)
 _EXACT = re.compile(EXACT_SEMVER)
 RESTART_POLL_S = 0.1

@@ -16,7 +16,7 @@ from pydantic import Field
 from reconciler import versions
 from reconciler.canonical import sha256_of
 from reconciler.lock import Lock
-from reconciler.spec import Fleet, Host, Model, seconds
+from reconciler.spec import CORE, Fleet, Host, Model, seconds
 from reconciler.spec import server_name as server_name  # engine.py calls planner.server_name
 
 Action = Literal["bookmark", "drain", "preflight", "install", "restart", "verify", "ramp", "retire"]
@@ -124,7 +124,7 @@ def diff(base: Fleet | None, head: Fleet) -> list[Change]:
     old_pkgs = base.packages() if base else {}
     changes = [
         Change(
-            kind="core" if name == "openclaw" else "plugin",
+            kind="core" if name == CORE else "plugin",
             subject=name,
             before=old_pkgs.get(name),
             after=version,
@@ -350,7 +350,7 @@ def preflight_warnings(
             )
             if rng and versions.valid_range(rng) and not versions.satisfies(core, rng)
         ]
-    core_pkg = lock.package("openclaw")
+    core_pkg = lock.package(CORE)
     engines = core_pkg.engines_node if core_pkg else None
     for host, node in sorted(node_versions.items()):
         if engines and not versions.satisfies(node, engines):

@@ -44,7 +44,7 @@ from reconciler.errors import (
     ReconcilerError,
 )
 from reconciler.lock import Lock
-from reconciler.spec import Fleet, Host, Profile, seconds, server_name
+from reconciler.spec import CORE, Fleet, Host, Profile, seconds, server_name
 from reconciler.transport import Transport
 from reconciler.tree import HostTree
 from reconciler.versions import satisfies
@@ -365,7 +365,7 @@ def _judge_tree(
         return
     for wrong in facts.diff_versions(installed, lock.versions()):
         reasons.add(f"differs from the lock: {wrong}")
-    core = lock.package(facts.CORE)
+    core = lock.package(CORE)
     engines = core.engines_node if core else None
     if engines and node_version and not satisfies(node_version, engines):
         reasons.add(f"node {node_version} does not satisfy engines.node {engines!r}")

@@ -37,10 +37,9 @@ from reconciler import facts, operations
 from reconciler.documents import Installed, RecoveryAsset, RecoveryPoint
 from reconciler.errors import CommandFailed, FactParseError, HostError, PermanentError
 from reconciler.lock import Lock
-from reconciler.spec import Fleet, Host, Profile, seconds
+from reconciler.spec import CORE, Fleet, Host, Profile, seconds
 from reconciler.transport import CommandResult, Transport, describe
 
-CORE = facts.CORE
 ROOT = ".local/state/openclaw-reconciler"
 ARCHIVE = re.compile(r"^(\d+)-([a-z0-9][a-z0-9-]{0,62})@([0-9A-Za-z.+-]{1,64})\.tar\.gz$")
 """`<seq>-<profile>@<release>.tar.gz`: the bookmark that took it, and the release to go back to."""

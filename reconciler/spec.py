@@ -19,6 +19,8 @@ from pydantic.alias_generators import to_camel
 from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
 
 API_VERSION: Literal["reconciler.openclaw.ai/v1"] = "reconciler.openclaw.ai/v1"
+CORE = "openclaw"
+"""The core's npm package: `openclaw.version` pins it, every other pin is a plugin."""
 
 # Strings that reach a shell or a command line: no whitespace, quotes, `$`, `;`, `|`, `&`,
 # backticks, globs, redirections or newlines. A single value never starts with `-`, so it can
@@ -359,4 +361,4 @@ class Fleet(Model):
 
     def packages(self) -> dict[str, str]:
         """Every pinned package, core first: npm name -> exact version."""
-        return {"openclaw": self.openclaw.version, **self.openclaw.plugins}
+        return {CORE: self.openclaw.version, **self.openclaw.plugins}
