@@ -64,7 +64,9 @@ from reconciler.versions import EXACT_SEMVER, satisfies
 _NPM_NAME = re.compile(NPM_NAME)
 _EXACT = re.compile(EXACT_SEMVER)
 RESTART_POLL_S = 0.1
-READY_POLL_S = 0.25
+READY_POLL_S = 0.2
+"""Pause between two looks at readiness: `wait_ready`'s probes, and the executor's waits
+(each of which polls on the host itself every 20 ms)."""
 
 
 class ReleaseFacts(Protocol):

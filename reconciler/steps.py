@@ -21,6 +21,7 @@ from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint
 from reconciler.errors import HostError, PermanentError, TemporaryError
 from reconciler.gates import matches_lock
 from reconciler.lock import Lock
+from reconciler.operations import READY_POLL_S
 from reconciler.planner import Pin, Step, host_weights
 from reconciler.readiness import PRODUCT_ERRORS, Doctors
 from reconciler.recovery import Restored
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
 """What a glance tells: the installed tree, and per profile (ready?, running version)."""
-READY_POLL_S = 0.2
-"""Pause between two waits for readiness (each wait polls on the host itself every 20 ms)."""
 REGISTRY_GRACE_S = 30.0
 """How long a preflight waits for a registry that does not answer before the host is red."""
 REGISTRY_RETRY_S = 2.0
