@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from reconciler.compare import differences
 from reconciler.documents import Freeze, Installed, Readiness
 from reconciler.lock import Lock
 
@@ -91,17 +92,9 @@ def matches_lock(doc: Readiness, lock: Lock | None) -> list[str]:
 
 
 def tree_vs_lock(tree: Installed, lock: Lock | None) -> list[str]:
-    """Differences between an installed tree and the lock."""
-    if lock is None:
-        return []
-    installed = {"openclaw": tree.core, **tree.plugins}
-    wrong = [
-        f"{p.name} {installed.get(p.name) or 'missing'} (lock {p.version})"
-        for p in lock.packages
-        if installed.get(p.name) != p.version
-    ]
-    wrong += [f"second copy of openclaw at {d}" for d in tree.duplicates]
-    return wrong + [f"npm copy of {s} beside the core" for s in tree.strays]
+    """How an installed tree differs from the lock (`compare.differences`); empty when it
+    matches, or when there is no lock."""
+    return list(differences(tree, lock.versions())) if lock is not None else []
 
 
 def ramp_refusals(

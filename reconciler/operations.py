@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reconciler import facts
+from reconciler.compare import differences
 from reconciler.documents import Installed, PluginState
 from reconciler.errors import (
     CommandFailed,
@@ -224,7 +225,7 @@ def verify_installed(
 
 
 def _verified(host: str, tree: Installed, wanted: Mapping[str, str]) -> Installed:
-    wrong = facts.diff_installed(tree, wanted)
+    wrong = list(differences(tree, wanted))
     if wrong:
         message = "installed tree differs from the pins: " + "; ".join(wrong)
         raise InstallVerificationFailed(host, message)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from reconciler import facts
 from reconciler.canonical import sha256_of
+from reconciler.compare import differences
 from reconciler.documents import (
     SEVERITY_RANK,
     Finding,
@@ -355,16 +356,13 @@ def _judge_tree(
 ) -> None:
     if installed.core is None:
         reasons.add("openclaw is not installed")
-    for copy in installed.duplicates:
-        reasons.add(f"second copy of openclaw at {copy}")
-    for problem in installed.problems:
-        reasons.add(f"npm reports: {problem}")
-    for stray in installed.strays:
-        reasons.add(f"{facts.STRAY}: {stray}")
+    found = differences(installed, lock.versions() if lock is not None else None)
+    for fault in found.faults:
+        reasons.add(fault)
+    for wrong in found.versions:
+        reasons.add(f"differs from the lock: {wrong}")
     if lock is None:
         return
-    for wrong in facts.diff_versions(installed, lock.versions()):
-        reasons.add(f"differs from the lock: {wrong}")
     core = lock.package(CORE)
     engines = core.engines_node if core else None
     if engines and node_version and not satisfies(node_version, engines):

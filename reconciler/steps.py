@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 
 from reconciler import facts, versions
 from reconciler import lb as lbmod
+from reconciler.compare import differences
 from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint
 from reconciler.errors import HostError, PermanentError, TemporaryError
 from reconciler.gates import matches_lock
@@ -549,14 +550,8 @@ def _pins_of(installed: Installed) -> list[Pin]:
 
 
 def _pins_differ(installed: Installed, pins: list[Pin]) -> str:
-    have = {"openclaw": installed.core, **installed.plugins}
-    wrong = [
-        f"{p.name} is {have.get(p.name) or 'missing'}, wanted {p.version}"
-        for p in pins
-        if have.get(p.name) != p.version
-    ]
-    wrong += [f"second copy of openclaw at {d}" for d in installed.duplicates]
-    return "; ".join(wrong)
+    """How `installed` differs from `pins` (`compare.differences`); '' when it does not."""
+    return "; ".join(differences(installed, {p.name: p.version for p in pins}))
 
 
 def _return_weights(weights: Mapping[str, int], hosts: list[Host]) -> dict[str, int]:
