@@ -86,9 +86,15 @@ def disagreements(
     return out
 
 
-def matches_lock(doc: Readiness, lock: Lock | None) -> list[str]:
-    """Differences between a host's installed tree and the lock."""
+def lock_differences(doc: Readiness, lock: Lock | None) -> list[str]:
+    """How a host's installed tree differs from the lock (`tree_vs_lock`); empty when it
+    matches."""
     return tree_vs_lock(doc.installed, lock)
+
+
+matches_lock = lock_differences
+"""The old name, which read as its opposite (`if matches_lock(...)` meant "differs"): kept
+only for engine.py until it calls `lock_differences`."""
 
 
 def tree_vs_lock(tree: Installed, lock: Lock | None) -> list[str]:
@@ -115,7 +121,7 @@ def ramp_refusals(
         return [*refusals, f"{host}: no readiness observed"]
     if not doc.green:
         refusals.append(f"{host} is not green: {'; '.join(doc.reasons) or 'red'}")
-    refusals += [f"{host}: {w}" for w in matches_lock(doc, lock)]
+    refusals += [f"{host}: {w}" for w in lock_differences(doc, lock)]
     for peer, fields in disagreements(nodes, [*upgraded, host], golden).items():
         who = golden.host if golden is not None else "golden"
         refusals.append(f"{peer} disagrees with {who} (golden): {', '.join(fields)}")

@@ -20,7 +20,7 @@ from reconciler import lb as lbmod
 from reconciler.compare import differences
 from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint
 from reconciler.errors import HostError, PermanentError, TemporaryError
-from reconciler.gates import matches_lock
+from reconciler.gates import lock_differences
 from reconciler.lock import Lock
 from reconciler.operations import READY_POLL_S
 from reconciler.planner import Pin, Step, host_weights
@@ -457,7 +457,7 @@ class Executor:
                 doc = self.agent.observe(
                     host, lb_weights=weights, use_lock=use_lock, doctors=doctors, seen=seen
                 )
-                if doc.green and (not use_lock or not matches_lock(doc, self.lock)):
+                if doc.green and (not use_lock or not lock_differences(doc, self.lock)):
                     return doc
                 if time.monotonic() >= deadline:
                     return doc
