@@ -16,6 +16,10 @@ A difference is one of:
 
 With no versions wanted (no lock, or a host restored to the versions it ran before) only the
 faults count.
+
+And what the host must have for the release it is to run, checked alike by the plan's
+warnings, the preflight step, the install's own preflight and the readiness verdict: a Node
+in the release's `engines.node`, and `rollout.minFreeDiskMb` free under the npm prefix.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from reconciler.documents import Installed
-from reconciler.spec import CORE
+from reconciler.lock import Lock
+from reconciler.spec import CORE, Fleet
+from reconciler.versions import satisfies
 
 STRAY = "npm copy beside the core, which the product does not load"
 
@@ -68,3 +74,25 @@ def differences(have: Installed, wanted: Mapping[str, str] | None) -> Difference
         if name.startswith("@openclaw/") and name not in wanted
     ]
     return Differences(tuple(versions), faults)
+
+
+def node_refusal(node: str | None, release: str, engines: str | None) -> str | None:
+    """Why a host on Node `node` cannot run `release` (`name@version`), whose `engines.node`
+    is `engines`; None when it can, or when either is unknown."""
+    if node is None or not engines or satisfies(node, engines):
+        return None
+    return f"node {node} does not satisfy engines.node {engines!r} of {release}"
+
+
+def core_node_refusal(node: str | None, lock: Lock | None) -> str | None:
+    """`node_refusal` for the lock's core."""
+    core = lock.package(CORE) if lock is not None else None
+    return node_refusal(node, f"{CORE}@{core.version}", core.engines_node) if core else None
+
+
+def disk_refusal(fleet: Fleet, free_mb: int, where: str = "") -> str | None:
+    """Why `free_mb` MB free (on `where`) is too little to install; None when it is enough."""
+    need = fleet.rollout.min_free_disk_mb
+    if free_mb >= need:
+        return None
+    return f"{free_mb} MB free{f' on {where}' if where else ''}, rollout.minFreeDiskMb is {need}"

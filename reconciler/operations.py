@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reconciler import facts
-from reconciler.compare import differences
+from reconciler.compare import differences, disk_refusal, node_refusal
 from reconciler.documents import Installed, PluginState
 from reconciler.errors import (
     CommandFailed,
@@ -277,20 +277,16 @@ def preflight(
         disk = disk_f if isinstance(disk_f, facts.DiskFree) else disk_f.result()
         ranges = {name: future.result() for name, future in range_fs.items()}
     for name, r in ranges.items():
-        if r.engines_node and not satisfies(node, r.engines_node):
+        refusal = node_refusal(node, f"{name}@{todo[name]}", r.engines_node)
+        if refusal is not None:
             raise NodeEngineUnsupported(
-                host.name,
-                f"{name}@{todo[name]} requires Node {r.engines_node!r} (engines.node) but this "
-                f"host runs Node {node}; refusing to install, nothing was changed",
+                host.name, f"{refusal}; refusing to install, nothing was changed"
             )
     for name, r in ranges.items():
         _check_core_ranges(host, f"{name}@{todo[name]}", r, core)
-    if disk.free_mb < fleet.rollout.min_free_disk_mb:
-        raise InsufficientDisk(
-            host.name,
-            f"{disk.free_mb} MB free on {disk.path} (holding {prefix}), "
-            f"rollout.minFreeDiskMb is {fleet.rollout.min_free_disk_mb}; nothing was changed",
-        )
+    refusal = disk_refusal(fleet, disk.free_mb, f"{disk.path} (holding {prefix})")
+    if refusal is not None:
+        raise InsufficientDisk(host.name, f"{refusal}; nothing was changed")
 
 
 def _check_core_ranges(

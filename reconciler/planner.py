@@ -15,6 +15,7 @@ from pydantic import Field
 
 from reconciler import versions
 from reconciler.canonical import sha256_of
+from reconciler.compare import core_node_refusal
 from reconciler.lock import Lock
 from reconciler.spec import CORE, Fleet, Host, Model, seconds
 from reconciler.spec import server_name as server_name  # engine.py calls planner.server_name
@@ -350,11 +351,7 @@ def preflight_warnings(
             )
             if rng and versions.valid_range(rng) and not versions.satisfies(core, rng)
         ]
-    core_pkg = lock.package(CORE)
-    engines = core_pkg.engines_node if core_pkg else None
     for host, node in sorted(node_versions.items()):
-        if engines and not versions.satisfies(node, engines):
-            warnings.append(
-                f"{host}: node {node} does not satisfy engines.node {engines!r} of {core}"
-            )
+        refusal = core_node_refusal(node, lock)
+        warnings += [f"{host}: {refusal}"] if refusal else []
     return warnings

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from reconciler import facts
 from reconciler.canonical import sha256_of
-from reconciler.compare import differences
+from reconciler.compare import core_node_refusal, differences
 from reconciler.documents import (
     SEVERITY_RANK,
     Finding,
@@ -45,10 +45,9 @@ from reconciler.errors import (
     ReconcilerError,
 )
 from reconciler.lock import Lock
-from reconciler.spec import CORE, Fleet, Host, Profile, seconds, server_name
+from reconciler.spec import Fleet, Host, Profile, seconds, server_name
 from reconciler.transport import Transport
 from reconciler.tree import HostTree
-from reconciler.versions import satisfies
 
 T = TypeVar("T")
 
@@ -361,12 +360,9 @@ def _judge_tree(
         reasons.add(fault)
     for wrong in found.versions:
         reasons.add(f"differs from the lock: {wrong}")
-    if lock is None:
-        return
-    core = lock.package(CORE)
-    engines = core.engines_node if core else None
-    if engines and node_version and not satisfies(node_version, engines):
-        reasons.add(f"node {node_version} does not satisfy engines.node {engines!r}")
+    refusal = core_node_refusal(node_version, lock)
+    if refusal is not None:
+        reasons.add(refusal)
 
 
 def _judge_profile(

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from reconciler import facts, versions
 from reconciler import lb as lbmod
-from reconciler.compare import differences
+from reconciler.compare import core_node_refusal, differences, disk_refusal
 from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint
 from reconciler.errors import HostError, PermanentError, TemporaryError
 from reconciler.gates import lock_differences
@@ -333,20 +333,13 @@ class Executor:
 
     def _preflight(self, step: Step, seq: int) -> Outcome:
         problems = []
-        core = self.lock.package("openclaw") if self.lock else None
         for host in self._hosts(step):
             with ThreadPoolExecutor(2, thread_name_prefix=f"preflight-{host.name}") as pool:
                 asked = pool.submit(self.agent.node_version, host)
                 free = pool.submit(self.agent.free_disk_mb, host).result()
                 node = asked.result()
-            if core and core.engines_node and not versions.satisfies(node, core.engines_node):
-                problems.append(
-                    f"{host.name}: node {node} does not satisfy engines.node "
-                    f"{core.engines_node!r} of openclaw {core.version}"
-                )
-            need = self.fleet.rollout.min_free_disk_mb
-            if free < need:
-                problems.append(f"{host.name}: {free} MB free, {need} MB required")
+            refusals = [core_node_refusal(node, self.lock), disk_refusal(self.fleet, free)]
+            problems += [f"{host.name}: {why}" for why in refusals if why]
             if not self._registry_reachable(host, REGISTRY_GRACE_S):
                 problems.append(f"{host.name}: registry {self.fleet.openclaw.registry} unreachable")
         if problems:
