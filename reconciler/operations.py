@@ -71,7 +71,7 @@ READY_POLL_S = 0.2
 
 
 class ReleaseFacts(Protocol):
-    """How the preflight asks for a release's registry facts (facts.gather, or a cache)."""
+    """How `install_preflight` asks for a release's registry facts (facts.gather, or a cache)."""
 
     def __call__(
         self, transport: Transport, fact: facts.Fact[facts.ReleaseRanges], *, timeout: float
@@ -146,7 +146,7 @@ def install(
 ) -> Installed:
     """Install the pins (the core with npm or `openclaw update`, then every plugin the
     product's way in every profile) and return the verified install, as the product reports
-    it. `releases` answers the registry facts of the preflight (default: ask the host now);
+    it. `releases` answers the registry facts of its preflight (default: ask the host now);
     `removed` gets the npm copies of plugins beside the core that were removed (the product
     never loaded them: hosts set up with `npm i -g` plugins are migrated so); `managed`: the core
     with `openclaw update` whatever the spec says (a downgrade: the product checks that the
@@ -166,7 +166,7 @@ def install(
     npm = NpmInstaller(fleet, transport, prefix, prefer_offline)
     if todo:
         core = wanted.get(CORE, before.core)
-        preflight(
+        install_preflight(
             fleet,
             host,
             transport,
@@ -237,7 +237,7 @@ def _unpinned(view: Installed, wanted: Mapping[str, str]) -> list[str]:
     return [n for n in sorted(view.plugins) if n.startswith("@openclaw/") and n not in wanted]
 
 
-def preflight(
+def install_preflight(
     fleet: Fleet,
     host: Host,
     transport: Transport,
@@ -250,7 +250,8 @@ def preflight(
     releases: ReleaseFacts | None = None,
     seen: HostTree | None = None,
 ) -> None:
-    """Refuse before touching anything: a release whose engines.node excludes this host's
+    """The install's own preflight (not the plan's `preflight` step, which runs before it):
+    refuse before touching anything: a release whose engines.node excludes this host's
     Node, a plugin whose peer range or minHostVersion excludes `core` (npm would silently nest
     a second openclaw, or leave an invalid peer), a locked release the registry serves with
     another integrity than the lock's, too little free disk. The facts are read concurrently

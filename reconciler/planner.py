@@ -219,7 +219,7 @@ def plan(
         "maxUnavailable": head.rollout.max_unavailable,
         "repairFirst": [h.name for h in order if h.name in set(first)],
         "steps": [s.dump() for s in steps],
-        "warnings": preflight_warnings(head, lock, base, node_versions or {}),
+        "warnings": review_warnings(head, lock, base, node_versions or {}),
         "expectedDurationS": expected_duration(steps),
     }
     return Plan.model_validate({**body, "sha256": sha256_of(body)})
@@ -314,7 +314,7 @@ def expected_duration(steps: list[Step]) -> float:
     return sum(ESTIMATE[s.action] + s.soak_s for s in steps)
 
 
-# --- preflight ---------------------------------------------------------------------------------
+# --- what a reviewer should know ----------------------------------------------------------------
 
 
 def _analysis_warnings(fleet: Fleet) -> list[str]:
@@ -331,10 +331,11 @@ def _analysis_warnings(fleet: Fleet) -> list[str]:
     return []
 
 
-def preflight_warnings(
+def review_warnings(
     head: Fleet, lock: Lock | None, base: Fleet | None, node_versions: Mapping[str, str]
 ) -> list[str]:
-    """What a reviewer should know before merging; the engine re-checks each on the host."""
+    """What a reviewer should know before merging (the plan's `warnings`); the hosts are
+    checked again when the rollout reaches them (the `preflight` step, the install's own)."""
     warnings: list[str] = _analysis_warnings(head)
     core = head.openclaw.version
     if base is not None and versions.compare(core, base.openclaw.version) < 0:

@@ -332,6 +332,8 @@ class Executor:
         )
 
     def _preflight(self, step: Step, seq: int) -> Outcome:
+        """The plan's `preflight` step, on drained hosts: the core's engines.node, the free
+        disk, the registry. The install then runs its own (`operations.install_preflight`)."""
         problems = []
         for host in self._hosts(step):
             with ThreadPoolExecutor(2, thread_name_prefix=f"preflight-{host.name}") as pool:
