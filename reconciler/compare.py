@@ -17,9 +17,10 @@ A difference is one of:
 With no versions wanted (no lock, or a host restored to the versions it ran before) only the
 faults count.
 
-And what the host must have for the release it is to run, checked alike by the plan's
-warnings, the preflight step, the install's own preflight and the readiness verdict: a Node
-in the release's `engines.node`, and `rollout.minFreeDiskMb` free under the npm prefix.
+And what a host must have for the release it is to run: a Node in the release's
+`engines.node` (asked by the plan's review warnings, the plan's `preflight` step, the
+install's own preflight and the readiness verdict), and `rollout.minFreeDiskMb` free under
+the npm prefix (asked by both preflights).
 """
 
 from __future__ import annotations
