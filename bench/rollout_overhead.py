@@ -91,6 +91,7 @@ from benchlib import (
 from trace_reconcile import print_breakdown
 
 from reconciler.lb.file import WeightsFile
+from reconciler.operations import READY_POLL_S
 from reconciler.sandbox.catalog import publish_standard_catalog
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version
@@ -98,7 +99,6 @@ from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version
 VERSIONS = ("2026.4.2", "2026.4.3")
 WAYS = ("reconciler", "floor", "ansible")
 RUN_TIMEOUT_S = 1800
-READY_POLL_S = 0.2
 READY_TIMEOUT_S = 120
 ANSIBLE_VENV = BENCH / ".venv-ansible"
 ANSIBLE_PLAYBOOK = ANSIBLE_VENV / "bin" / "ansible-playbook"

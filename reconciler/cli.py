@@ -413,7 +413,7 @@ def cmd_lb(args: argparse.Namespace) -> int:
         print(render.problems_text(problems), file=sys.stderr)
         return EXIT_INVALID
     for spec in loaded:
-        from reconciler.planner import server_name
+        from reconciler.spec import server_name
 
         servers = [server_name(h, p) for h, p in spec.fleet.profiles()]
         show(from_spec(spec.fleet.load_balancer), render.console(), servers)

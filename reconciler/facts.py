@@ -34,13 +34,12 @@ from typing import Any, Generic, TypeVar
 from reconciler import tree
 from reconciler.documents import Finding, Installed, PluginState, Severity
 from reconciler.errors import CommandFailed, FactParseError
-from reconciler.spec import NPM_NAME, Host, Profile
+from reconciler.spec import CORE, NPM_NAME, Host, Profile
 from reconciler.transport import CommandResult, Transport, describe
 from reconciler.versions import parse_node_version, parse_openclaw_banner
 
 T = TypeVar("T")
 
-CORE = "openclaw"
 EXCERPT = 160
 """Characters of offending output quoted in a FactParseError."""
 
@@ -581,37 +580,6 @@ class _Tree:
 
     def _relative_text(self, text: str) -> str:
         return text.replace(self.root + "/", "") if self.root else text
-
-
-def diff_versions(have: Installed, wanted: Mapping[str, str]) -> list[str]:
-    """How `have`'s versions differ from the wanted exact versions; empty when equal.
-
-    Unpinned top-level packages outside the `@openclaw/` scope (npm itself, corepack, ...) are
-    not ours and are ignored; unpinned `@openclaw/*` plugins are a difference.
-    """
-    current = {CORE: have.core, **have.plugins}
-    wrong = [
-        f"{name} is {current.get(name) or 'not installed'}, wanted {version}"
-        for name, version in wanted.items()
-        if current.get(name) != version
-    ]
-    return wrong + [
-        f"{name}@{version} is installed but not pinned"
-        for name, version in sorted(have.plugins.items())
-        if name.startswith("@openclaw/") and name not in wanted
-    ]
-
-
-def diff_installed(have: Installed, wanted: Mapping[str, str]) -> list[str]:
-    """`diff_versions`, plus every second copy of openclaw, every npm problem and every
-    plugin copy npm put beside the core."""
-    wrong = diff_versions(have, wanted)
-    wrong += [f"second copy of openclaw at {d}" for d in have.duplicates]
-    wrong += [f"{STRAY}: {s}" for s in have.strays]
-    return wrong + [f"npm reports: {p}" for p in have.problems]
-
-
-STRAY = "npm copy beside the core, which the product does not load"
 
 
 # --- doctor and health --------------------------------------------------------------------------

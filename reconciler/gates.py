@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from reconciler.compare import differences
 from reconciler.documents import Freeze, Installed, Readiness
 from reconciler.lock import Lock
 
@@ -85,23 +86,21 @@ def disagreements(
     return out
 
 
-def matches_lock(doc: Readiness, lock: Lock | None) -> list[str]:
-    """Differences between a host's installed tree and the lock."""
+def lock_differences(doc: Readiness, lock: Lock | None) -> list[str]:
+    """How a host's installed tree differs from the lock (`tree_vs_lock`); empty when it
+    matches."""
     return tree_vs_lock(doc.installed, lock)
 
 
+matches_lock = lock_differences
+"""The old name, which read as its opposite (`if matches_lock(...)` meant "differs"): kept
+only for engine.py until it calls `lock_differences`."""
+
+
 def tree_vs_lock(tree: Installed, lock: Lock | None) -> list[str]:
-    """Differences between an installed tree and the lock."""
-    if lock is None:
-        return []
-    installed = {"openclaw": tree.core, **tree.plugins}
-    wrong = [
-        f"{p.name} {installed.get(p.name) or 'missing'} (lock {p.version})"
-        for p in lock.packages
-        if installed.get(p.name) != p.version
-    ]
-    wrong += [f"second copy of openclaw at {d}" for d in tree.duplicates]
-    return wrong + [f"npm copy of {s} beside the core" for s in tree.strays]
+    """How an installed tree differs from the lock (`compare.differences`); empty when it
+    matches, or when there is no lock."""
+    return list(differences(tree, lock.versions())) if lock is not None else []
 
 
 def ramp_refusals(
@@ -122,7 +121,7 @@ def ramp_refusals(
         return [*refusals, f"{host}: no readiness observed"]
     if not doc.green:
         refusals.append(f"{host} is not green: {'; '.join(doc.reasons) or 'red'}")
-    refusals += [f"{host}: {w}" for w in matches_lock(doc, lock)]
+    refusals += [f"{host}: {w}" for w in lock_differences(doc, lock)]
     for peer, fields in disagreements(nodes, [*upgraded, host], golden).items():
         who = golden.host if golden is not None else "golden"
         refusals.append(f"{peer} disagrees with {who} (golden): {', '.join(fields)}")

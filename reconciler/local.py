@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from .errors import CommandFailed, CommandTimeout, MissingBinary
-from .transport import (
+from reconciler.errors import CommandFailed, CommandTimeout, MissingBinary
+from reconciler.transport import (
     DEFAULT_MAX_OUTPUT,
     BoundedBuffer,
     CommandResult,

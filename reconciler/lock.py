@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from reconciler.canonical import pretty_bytes, sha256_of
-from reconciler.spec import ExactVersion, Fleet, Model, Name, NpmName
+from reconciler.spec import CORE, ExactVersion, Fleet, Model, Name, NpmName
 
 LOCK_FILE = "openclaw.lock"
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -70,7 +70,7 @@ def spec_digest(fleet: Fleet) -> str:
 
 def build_lock(fleet: Fleet, packages: list[LockedPackage]) -> Lock:
     """Assemble a lock with its packages in canonical order and its digest filled in."""
-    ordered = sorted(packages, key=lambda p: (p.name != "openclaw", p.name))
+    ordered = sorted(packages, key=lambda p: (p.name != CORE, p.name))
     draft = {
         "lockVersion": 1,
         "fleet": fleet.name,

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reconciler import facts
+from reconciler.compare import differences, disk_refusal, node_refusal
 from reconciler.documents import Installed, PluginState
 from reconciler.errors import (
     CommandFailed,
@@ -56,20 +57,21 @@ from reconciler.errors import (
 )
 from reconciler.lock import Lock
 from reconciler.planner import Pin
-from reconciler.spec import NPM_NAME, Fleet, Host, Profile, seconds
+from reconciler.spec import CORE, NPM_NAME, Fleet, Host, Profile, seconds
 from reconciler.transport import CommandResult, Transport, describe
 from reconciler.tree import HostTree
 from reconciler.versions import EXACT_SEMVER, satisfies
 
-CORE = facts.CORE
 _NPM_NAME = re.compile(NPM_NAME)
 _EXACT = re.compile(EXACT_SEMVER)
 RESTART_POLL_S = 0.1
-READY_POLL_S = 0.25
+READY_POLL_S = 0.2
+"""Pause between two looks at readiness: `wait_ready`'s probes, and the executor's waits
+(each of which polls on the host itself every 20 ms)."""
 
 
 class ReleaseFacts(Protocol):
-    """How the preflight asks for a release's registry facts (facts.gather, or a cache)."""
+    """How `install_preflight` asks for a release's registry facts (facts.gather, or a cache)."""
 
     def __call__(
         self, transport: Transport, fact: facts.Fact[facts.ReleaseRanges], *, timeout: float
@@ -144,7 +146,7 @@ def install(
 ) -> Installed:
     """Install the pins (the core with npm or `openclaw update`, then every plugin the
     product's way in every profile) and return the verified install, as the product reports
-    it. `releases` answers the registry facts of the preflight (default: ask the host now);
+    it. `releases` answers the registry facts of its preflight (default: ask the host now);
     `removed` gets the npm copies of plugins beside the core that were removed (the product
     never loaded them: hosts set up with `npm i -g` plugins are migrated so); `managed`: the core
     with `openclaw update` whatever the spec says (a downgrade: the product checks that the
@@ -164,7 +166,7 @@ def install(
     npm = NpmInstaller(fleet, transport, prefix, prefer_offline)
     if todo:
         core = wanted.get(CORE, before.core)
-        preflight(
+        install_preflight(
             fleet,
             host,
             transport,
@@ -223,7 +225,7 @@ def verify_installed(
 
 
 def _verified(host: str, tree: Installed, wanted: Mapping[str, str]) -> Installed:
-    wrong = facts.diff_installed(tree, wanted)
+    wrong = list(differences(tree, wanted))
     if wrong:
         message = "installed tree differs from the pins: " + "; ".join(wrong)
         raise InstallVerificationFailed(host, message)
@@ -235,7 +237,7 @@ def _unpinned(view: Installed, wanted: Mapping[str, str]) -> list[str]:
     return [n for n in sorted(view.plugins) if n.startswith("@openclaw/") and n not in wanted]
 
 
-def preflight(
+def install_preflight(
     fleet: Fleet,
     host: Host,
     transport: Transport,
@@ -248,7 +250,8 @@ def preflight(
     releases: ReleaseFacts | None = None,
     seen: HostTree | None = None,
 ) -> None:
-    """Refuse before touching anything: a release whose engines.node excludes this host's
+    """The install's own preflight (not the plan's `preflight` step, which runs before it):
+    refuse before touching anything: a release whose engines.node excludes this host's
     Node, a plugin whose peer range or minHostVersion excludes `core` (npm would silently nest
     a second openclaw, or leave an invalid peer), a locked release the registry serves with
     another integrity than the lock's, too little free disk. The facts are read concurrently
@@ -275,20 +278,16 @@ def preflight(
         disk = disk_f if isinstance(disk_f, facts.DiskFree) else disk_f.result()
         ranges = {name: future.result() for name, future in range_fs.items()}
     for name, r in ranges.items():
-        if r.engines_node and not satisfies(node, r.engines_node):
+        refusal = node_refusal(node, f"{name}@{todo[name]}", r.engines_node)
+        if refusal is not None:
             raise NodeEngineUnsupported(
-                host.name,
-                f"{name}@{todo[name]} requires Node {r.engines_node!r} (engines.node) but this "
-                f"host runs Node {node}; refusing to install, nothing was changed",
+                host.name, f"{refusal}; refusing to install, nothing was changed"
             )
     for name, r in ranges.items():
         _check_core_ranges(host, f"{name}@{todo[name]}", r, core)
-    if disk.free_mb < fleet.rollout.min_free_disk_mb:
-        raise InsufficientDisk(
-            host.name,
-            f"{disk.free_mb} MB free on {disk.path} (holding {prefix}), "
-            f"rollout.minFreeDiskMb is {fleet.rollout.min_free_disk_mb}; nothing was changed",
-        )
+    refusal = disk_refusal(fleet, disk.free_mb, f"{disk.path} (holding {prefix})")
+    if refusal is not None:
+        raise InsufficientDisk(host.name, f"{refusal}; nothing was changed")
 
 
 def _check_core_ranges(

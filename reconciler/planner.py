@@ -15,8 +15,10 @@ from pydantic import Field
 
 from reconciler import versions
 from reconciler.canonical import sha256_of
+from reconciler.compare import core_node_refusal
 from reconciler.lock import Lock
-from reconciler.spec import Fleet, Host, Model, Profile, seconds
+from reconciler.spec import CORE, Fleet, Host, Model, seconds
+from reconciler.spec import server_name as server_name  # engine.py calls planner.server_name
 
 Action = Literal["bookmark", "drain", "preflight", "install", "restart", "verify", "ramp", "retire"]
 ChangeKind = Literal[
@@ -104,13 +106,6 @@ def repair_first(order: list[Host], first: Sequence[str]) -> list[Host]:
     return [h for h in order if h.name in down] + [h for h in order if h.name not in down]
 
 
-def server_name(host: Host, profile: Profile) -> str:
-    """The LB server of a profile: explicit, else the host name (suffixed for named profiles)."""
-    if profile.lb_server:
-        return profile.lb_server
-    return host.name if profile.name is None else f"{host.name}-{profile.name}"
-
-
 def step_weight(desired: int, percent: int) -> int:
     """The weight at `percent` of `desired`; never 0 while a step is above 0."""
     if percent <= 0 or desired <= 0:
@@ -130,7 +125,7 @@ def diff(base: Fleet | None, head: Fleet) -> list[Change]:
     old_pkgs = base.packages() if base else {}
     changes = [
         Change(
-            kind="core" if name == "openclaw" else "plugin",
+            kind="core" if name == CORE else "plugin",
             subject=name,
             before=old_pkgs.get(name),
             after=version,
@@ -224,7 +219,7 @@ def plan(
         "maxUnavailable": head.rollout.max_unavailable,
         "repairFirst": [h.name for h in order if h.name in set(first)],
         "steps": [s.dump() for s in steps],
-        "warnings": preflight_warnings(head, lock, base, node_versions or {}),
+        "warnings": review_warnings(head, lock, base, node_versions or {}),
         "expectedDurationS": expected_duration(steps),
     }
     return Plan.model_validate({**body, "sha256": sha256_of(body)})
@@ -319,7 +314,7 @@ def expected_duration(steps: list[Step]) -> float:
     return sum(ESTIMATE[s.action] + s.soak_s for s in steps)
 
 
-# --- preflight ---------------------------------------------------------------------------------
+# --- what a reviewer should know ----------------------------------------------------------------
 
 
 def _analysis_warnings(fleet: Fleet) -> list[str]:
@@ -336,10 +331,11 @@ def _analysis_warnings(fleet: Fleet) -> list[str]:
     return []
 
 
-def preflight_warnings(
+def review_warnings(
     head: Fleet, lock: Lock | None, base: Fleet | None, node_versions: Mapping[str, str]
 ) -> list[str]:
-    """What a reviewer should know before merging; the engine re-checks each on the host."""
+    """What a reviewer should know before merging (the plan's `warnings`); the hosts are
+    checked again when the rollout reaches them (the `preflight` step, the install's own)."""
     warnings: list[str] = _analysis_warnings(head)
     core = head.openclaw.version
     if base is not None and versions.compare(core, base.openclaw.version) < 0:
@@ -356,11 +352,7 @@ def preflight_warnings(
             )
             if rng and versions.valid_range(rng) and not versions.satisfies(core, rng)
         ]
-    core_pkg = lock.package("openclaw")
-    engines = core_pkg.engines_node if core_pkg else None
     for host, node in sorted(node_versions.items()):
-        if engines and not versions.satisfies(node, engines):
-            warnings.append(
-                f"{host}: node {node} does not satisfy engines.node {engines!r} of {core}"
-            )
+        refusal = core_node_refusal(node, lock)
+        warnings += [f"{host}: {refusal}"] if refusal else []
     return warnings

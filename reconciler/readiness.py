@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from reconciler import facts
 from reconciler.canonical import sha256_of
+from reconciler.compare import core_node_refusal, differences
 from reconciler.documents import (
     SEVERITY_RANK,
     Finding,
@@ -44,11 +45,9 @@ from reconciler.errors import (
     ReconcilerError,
 )
 from reconciler.lock import Lock
-from reconciler.planner import server_name
-from reconciler.spec import Fleet, Host, Profile, seconds
+from reconciler.spec import Fleet, Host, Profile, seconds, server_name
 from reconciler.transport import Transport
 from reconciler.tree import HostTree
-from reconciler.versions import satisfies
 
 T = TypeVar("T")
 
@@ -356,20 +355,14 @@ def _judge_tree(
 ) -> None:
     if installed.core is None:
         reasons.add("openclaw is not installed")
-    for copy in installed.duplicates:
-        reasons.add(f"second copy of openclaw at {copy}")
-    for problem in installed.problems:
-        reasons.add(f"npm reports: {problem}")
-    for stray in installed.strays:
-        reasons.add(f"{facts.STRAY}: {stray}")
-    if lock is None:
-        return
-    for wrong in facts.diff_versions(installed, lock.versions()):
+    found = differences(installed, lock.versions() if lock is not None else None)
+    for fault in found.faults:
+        reasons.add(fault)
+    for wrong in found.versions:
         reasons.add(f"differs from the lock: {wrong}")
-    core = lock.package(facts.CORE)
-    engines = core.engines_node if core else None
-    if engines and node_version and not satisfies(node_version, engines):
-        reasons.add(f"node {node_version} does not satisfy engines.node {engines!r}")
+    refusal = core_node_refusal(node_version, lock)
+    if refusal is not None:
+        reasons.add(refusal)
 
 
 def _judge_profile(

@@ -37,10 +37,9 @@ from reconciler import facts, operations
 from reconciler.documents import Installed, RecoveryAsset, RecoveryPoint
 from reconciler.errors import CommandFailed, FactParseError, HostError, PermanentError
 from reconciler.lock import Lock
-from reconciler.spec import Fleet, Host, Profile, seconds
+from reconciler.spec import CORE, Fleet, Host, Profile, seconds
 from reconciler.transport import CommandResult, Transport, describe
 
-CORE = facts.CORE
 ROOT = ".local/state/openclaw-reconciler"
 ARCHIVE = re.compile(r"^(\d+)-([a-z0-9][a-z0-9-]{0,62})@([0-9A-Za-z.+-]{1,64})\.tar\.gz$")
 """`<seq>-<profile>@<release>.tar.gz`: the bookmark that took it, and the release to go back to."""
@@ -380,17 +379,17 @@ def restore(
 ) -> Restored:
     """Put the host back on a recovery point, gateways left stopped for the caller to start and
     verify: check the archives and the install's preflight (the lock's integrity, engines,
-    disk: `operations.preflight`), stop, reinstall the core, restore into fresh directories and
-    swap, reinstall the plugins (archives omit their code). `pins`: core and plugins to end on;
-    `prefer_offline`: from the hosts' npm cache first (a rollback must not wait on the
-    registry)."""
+    disk: `operations.install_preflight`), stop, reinstall the core, restore into fresh
+    directories and swap, reinstall the plugins (archives omit their code). `pins`: core and
+    plugins to end on; `prefer_offline`: from the hosts' npm cache first (a rollback must not
+    wait on the registry)."""
     quick = seconds(fleet.ssh.command_timeout)
     wanted = operations.wanted_versions(pins)
     check_points(host, transport, points, timeout=quick)
     prefix = facts.resolve_prefix(transport, host, timeout=quick)
     tree = facts.installed(transport, prefix, timeout=quick)
     todo = {n: v for n, v in wanted.items() if n != CORE or tree.core != v}
-    operations.preflight(
+    operations.install_preflight(
         fleet, host, transport, prefix, todo, core=wanted.get(CORE, tree.core), lock=lock,
         prefer_offline=prefer_offline, releases=releases,
     )  # fmt: skip

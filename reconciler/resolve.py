@@ -32,9 +32,8 @@ from reconciler.registry import (
     redact,
     version_manifest,
 )
-from reconciler.spec import Fleet
+from reconciler.spec import CORE, Fleet
 
-CORE = "openclaw"
 NEARBY = 5
 _SRI = re.compile(r"^(sha256|sha384|sha512)-[A-Za-z0-9+/]+={0,2}$")
 _STRENGTH = {"sha512": 3, "sha384": 2, "sha256": 1}

@@ -19,6 +19,8 @@ from pydantic.alias_generators import to_camel
 from reconciler.versions import EXACT_SEMVER, OPENCLAW_VERSION
 
 API_VERSION: Literal["reconciler.openclaw.ai/v1"] = "reconciler.openclaw.ai/v1"
+CORE = "openclaw"
+"""The core's npm package: `openclaw.version` pins it, every other pin is a plugin."""
 
 # Strings that reach a shell or a command line: no whitespace, quotes, `$`, `;`, `|`, `&`,
 # backticks, globs, redirections or newlines. A single value never starts with `-`, so it can
@@ -311,6 +313,13 @@ class Host(Model):
     profiles: list[Profile] = Field(default_factory=lambda: [Profile()], min_length=1)
 
 
+def server_name(host: Host, profile: Profile) -> str:
+    """The LB server of a profile: explicit, else the host name (suffixed for named profiles)."""
+    if profile.lb_server:
+        return profile.lb_server
+    return host.name if profile.name is None else f"{host.name}-{profile.name}"
+
+
 class Ssh(Model):
     """How the reconciler reaches hosts. Host keys are pinned in a reviewed file."""
 
@@ -352,4 +361,4 @@ class Fleet(Model):
 
     def packages(self) -> dict[str, str]:
         """Every pinned package, core first: npm name -> exact version."""
-        return {"openclaw": self.openclaw.version, **self.openclaw.plugins}
+        return {CORE: self.openclaw.version, **self.openclaw.plugins}

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import (
+from reconciler.errors import (
     AuthenticationError,
     CommandFailed,
     CommandTimeout,
@@ -56,8 +56,8 @@ from .errors import (
     HostUnreachable,
     MissingBinary,
 )
-from .knownhosts import KnownHosts
-from .transport import (
+from reconciler.knownhosts import KnownHosts
+from reconciler.transport import (
     DEFAULT_MAX_OUTPUT,
     BoundedBuffer,
     CommandResult,

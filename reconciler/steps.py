@@ -17,10 +17,12 @@ from typing import Protocol, TypeVar
 
 from reconciler import facts, versions
 from reconciler import lb as lbmod
+from reconciler.compare import core_node_refusal, differences, disk_refusal
 from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint
 from reconciler.errors import HostError, PermanentError, TemporaryError
-from reconciler.gates import matches_lock
+from reconciler.gates import lock_differences
 from reconciler.lock import Lock
+from reconciler.operations import READY_POLL_S
 from reconciler.planner import Pin, Step, host_weights
 from reconciler.readiness import PRODUCT_ERRORS, Doctors
 from reconciler.recovery import Restored
@@ -30,8 +32,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
 """What a glance tells: the installed tree, and per profile (ready?, running version)."""
-READY_POLL_S = 0.2
-"""Pause between two waits for readiness (each wait polls on the host itself every 20 ms)."""
 REGISTRY_GRACE_S = 30.0
 """How long a preflight waits for a registry that does not answer before the host is red."""
 REGISTRY_RETRY_S = 2.0
@@ -332,21 +332,16 @@ class Executor:
         )
 
     def _preflight(self, step: Step, seq: int) -> Outcome:
+        """The plan's `preflight` step, on drained hosts: the core's engines.node, the free
+        disk, the registry. The install then runs its own (`operations.install_preflight`)."""
         problems = []
-        core = self.lock.package("openclaw") if self.lock else None
         for host in self._hosts(step):
             with ThreadPoolExecutor(2, thread_name_prefix=f"preflight-{host.name}") as pool:
                 asked = pool.submit(self.agent.node_version, host)
                 free = pool.submit(self.agent.free_disk_mb, host).result()
                 node = asked.result()
-            if core and core.engines_node and not versions.satisfies(node, core.engines_node):
-                problems.append(
-                    f"{host.name}: node {node} does not satisfy engines.node "
-                    f"{core.engines_node!r} of openclaw {core.version}"
-                )
-            need = self.fleet.rollout.min_free_disk_mb
-            if free < need:
-                problems.append(f"{host.name}: {free} MB free, {need} MB required")
+            refusals = [core_node_refusal(node, self.lock), disk_refusal(self.fleet, free)]
+            problems += [f"{host.name}: {why}" for why in refusals if why]
             if not self._registry_reachable(host, REGISTRY_GRACE_S):
                 problems.append(f"{host.name}: registry {self.fleet.openclaw.registry} unreachable")
         if problems:
@@ -457,7 +452,7 @@ class Executor:
                 doc = self.agent.observe(
                     host, lb_weights=weights, use_lock=use_lock, doctors=doctors, seen=seen
                 )
-                if doc.green and (not use_lock or not matches_lock(doc, self.lock)):
+                if doc.green and (not use_lock or not lock_differences(doc, self.lock)):
                     return doc
                 if time.monotonic() >= deadline:
                     return doc
@@ -550,14 +545,8 @@ def _pins_of(installed: Installed) -> list[Pin]:
 
 
 def _pins_differ(installed: Installed, pins: list[Pin]) -> str:
-    have = {"openclaw": installed.core, **installed.plugins}
-    wrong = [
-        f"{p.name} is {have.get(p.name) or 'missing'}, wanted {p.version}"
-        for p in pins
-        if have.get(p.name) != p.version
-    ]
-    wrong += [f"second copy of openclaw at {d}" for d in installed.duplicates]
-    return "; ".join(wrong)
+    """How `installed` differs from `pins` (`compare.differences`); '' when it does not."""
+    return "; ".join(differences(installed, {p.name: p.version for p in pins}))
 
 
 def _return_weights(weights: Mapping[str, int], hosts: list[Host]) -> dict[str, int]:

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.documents import Installed
+from reconciler.spec import CORE
 from reconciler.transport import CommandResult
 from reconciler.versions import parse_node_version, satisfies, valid_range
 
-CORE = "openclaw"
 VERSION = re.compile(r"[0-9A-Za-z.+-]{1,64}")
 NAME = re.compile(r"(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*")
 """npm's legacy names too (uppercase): other global packages are listed, never touched."""

@@ -363,16 +363,9 @@ def _profiles(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:
         ports = ((str(p.port), (*base, j, "port")) for j, p in enumerate(host.profiles))
         for port, path in _duplicates(ports):
             yield locate(path, f"two profiles on host {host.name} use gateway port {port}")
-        servers += [
-            (p.lb_server or _default_server(host, p), (*base, j))
-            for j, p in enumerate(host.profiles)
-        ]
+        servers += [(s.server_name(host, p), (*base, j)) for j, p in enumerate(host.profiles)]
     for server, path in _duplicates(servers):
         yield locate(path, f"LB server {server!r} is used by two profiles (set lbServer)")
-
-
-def _default_server(host: s.Host, profile: s.Profile) -> str:
-    return host.name if profile.name is None else f"{host.name}-{profile.name}"
 
 
 def _weights(fleet: s.Fleet, locate: Locate) -> Iterator[Problem]:

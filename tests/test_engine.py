@@ -203,7 +203,8 @@ def test_a_complete_fleet_reports_drift_once_and_names_the_host(world: World) ->
     assert reconcile(world).returncode == 0
     rollout = status_file(world, "rollout.json")
     assert rollout["phase"] == "Complete"
-    assert rollout["message"].startswith("drift: mac-2: @openclaw/matrix 2026.4.4 (lock 2026.4.2)")
+    drift = "drift: mac-2: @openclaw/matrix is 2026.4.4, wanted 2026.4.2"
+    assert rollout["message"].startswith(drift)
     assert "mac-1" not in rollout["message"] and "mac-3" not in rollout["message"]
     doc = status_file(world, "nodes/mac-2.json")  # observed in full for the record
     assert doc["installed"]["plugins"]["@openclaw/matrix"] == "2026.4.4"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from reconciler import facts, operations
+from reconciler.compare import differences
 from reconciler.documents import Finding, Installed
 from reconciler.errors import CommandFailed, FactParseError
 from reconciler.sandbox.processes import free_port
@@ -163,7 +164,7 @@ def test_live_npm_trees(make_node: MakeNode, recorder: Recorder) -> None:
     assert merged == EXPECTED["npm-ls-nested"]
     legacy_tree = facts.installed(legacy, str(legacy_node.prefix), timeout=30)
     assert legacy_tree.problems == [INVALID_PEER]
-    assert facts.diff_installed(legacy_tree, {"openclaw": "2026.4.3", MSTEAMS: "2026.9.6"}) == [
+    assert list(differences(legacy_tree, {"openclaw": "2026.4.3", MSTEAMS: "2026.9.6"})) == [
         f"npm reports: {INVALID_PEER}"
     ]
 

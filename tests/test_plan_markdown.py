@@ -163,7 +163,9 @@ WARNINGS = {
         "canary analysis: minRequests is 0, so one request in a soak decides it",
         "the fleet is frozen: mac-2 red after restart",
     ],
-    "node-refusal.md": ["mac-2: node 22.1.0 does not satisfy engines.node '>=24.16.0' of 2026.4.3"],
+    "node-refusal.md": [
+        "mac-2: node 22.1.0 does not satisfy engines.node '>=24.16.0' of openclaw@2026.4.3"
+    ],
 }
 
 

@@ -9,45 +9,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from reconciler.errors import PermanentError, TemporaryError
+from reconciler.lb.base import LBConfigError, LBError, LoadBalancer, ServerStats
+from reconciler.lb.command import CommandLB
+from reconciler.lb.file import WeightsFile
+from reconciler.lb.haproxy import HAProxy
 from reconciler.spec import LoadBalancer as LoadBalancerSpec
 from reconciler.spec import seconds
 
-
-class LBError(TemporaryError):
-    """The load balancer could not be reached or refused a command."""
-
-
-class LBConfigError(PermanentError):
-    """The spec's load balancer settings cannot work (unknown server, bad address)."""
-
-
-@dataclass(frozen=True)
-class ServerStats:
-    """One server's counters as the load balancer reports them."""
-
-    server: str
-    weight: int
-    sessions: int = 0
-    requests: int = 0
-    responses_5xx: int = 0
-    status: str = "UP"
-
-
-class LoadBalancer(Protocol):
-    """The driver interface."""
-
-    def weights(self) -> dict[str, int]: ...
-
-    def set_weight(self, server: str, weight: int) -> None: ...
-
-    def stats(self) -> dict[str, ServerStats]: ...
-
-    def close(self) -> None: ...
+__all__ = [
+    "LBConfigError",
+    "LBError",
+    "LoadBalancer",
+    "ServerStats",
+    "apply_weights",
+    "drain",
+    "from_spec",
+]
 
 
 def apply_weights(lb: LoadBalancer, weights: Mapping[str, int]) -> None:
@@ -87,16 +66,10 @@ def from_spec(spec: LoadBalancerSpec, *, base_dir: Path | None = None) -> LoadBa
     """The driver the spec names (a relative file address is relative to `base_dir`)."""
     timeout = seconds(spec.timeout)
     if spec.driver == "file" and spec.address:
-        from reconciler.lb.file import WeightsFile
-
         path = Path(spec.address).expanduser()
         return WeightsFile(path if path.is_absolute() or base_dir is None else base_dir / path)
     if spec.driver == "haproxy" and spec.address and spec.backend:
-        from reconciler.lb.haproxy import HAProxy
-
         return HAProxy(spec.address, spec.backend, timeout=timeout)
     if spec.driver == "command" and spec.commands:
-        from reconciler.lb.command import CommandLB
-
         return CommandLB(spec.commands, timeout=timeout, pass_env=spec.pass_env)
     raise LBConfigError(f"load balancer driver {spec.driver!r} is missing its settings")

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from reconciler.lb import LBConfigError, LBError, ServerStats
+from reconciler.lb.base import LBConfigError, LBError, ServerStats
 
 MAX_OUTPUT = 1024 * 1024
 STDERR_TAIL = 500

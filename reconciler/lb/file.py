@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reconciler.lb import LBConfigError, LBError, ServerStats
+from reconciler.lb.base import LBConfigError, LBError, ServerStats
 
 
 class WeightsFile:

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.lb import LBConfigError, LBError, ServerStats
+from reconciler.lb.base import LBConfigError, LBError, ServerStats
 
 State = Literal["ready", "drain", "maint"]
 STATES: tuple[State, ...] = ("ready", "drain", "maint")
