@@ -25,9 +25,9 @@ from reconciler.documents import (
     Freeze,
     HostStatus,
     Installed,
-    Invalid,
     Lease,
     Readiness,
+    RolloutPhase,
     RolloutRecord,
     with_lb_weights,
 )
@@ -235,7 +235,7 @@ class Engine:
                 leases.renewed(self._holding, self.fleet_name, self.instance, now, self._lease_s),
             )
         if record is not None:
-            t.put("rollout.json", record.model_copy(update={"updated_at": self._now()}))
+            t.put("rollout.json", record.stamped(self._now()))
         return write(self.store, status, t, defer=defer)
 
     def _invalid(self, status: FleetStatus, head: str, problems: list[str]) -> PassResult:
@@ -247,15 +247,12 @@ class Engine:
         base = record or RolloutRecord(
             fleet=self.fleet_name, phase="Invalid", updated_at=self._now()
         )
-        phase = base.phase if base.phase not in ("Idle", "Complete") else "Invalid"
-        new = base.model_copy(
-            update={"invalid": Invalid(commit=head, problems=problems[:50]), "phase": phase}
-        )
+        new = base.refused(head, problems)
         t = Transition(
             self.fleet_name,
             f"spec {head[:12]} is invalid ({len(problems)} problems); nothing applied",
             spec_commit=head,
-            phase=phase,
+            phase=new.phase,
         )
         commit = self._write(status, t, new)
         self._sinks_of_last_good(record)
@@ -265,7 +262,7 @@ class Engine:
             spec_commit=head,
             status_commit=commit,
         )
-        return PassResult(phase, t.subject + listing, None, commit=commit)
+        return PassResult(new.phase, t.subject + listing, None, commit=commit)
 
     def _sinks_of_last_good(self, record: RolloutRecord | None) -> None:
         """A pass that refuses its head loads no spec, so nothing configured the broadcast
@@ -362,9 +359,7 @@ class Engine:
             self.fleet_name, message, spec_commit=record.spec_commit, node=step.hosts[0],
             phase="Paused",
         )  # fmt: skip
-        commit = self._write(
-            status, t, record.model_copy(update={"phase": "Paused", "message": message})
-        )
+        commit = self._write(status, t, record.paused(message))
         self._event(
             "gate", message, host=step.hosts[0], spec_commit=record.spec_commit,
             status_commit=commit,
@@ -443,14 +438,17 @@ class Engine:
         return None
 
     def _hold(
-        self, status: FleetStatus, record: RolloutRecord, phase: str, message: str, wait: float
+        self,
+        status: FleetStatus,
+        record: RolloutRecord,
+        phase: RolloutPhase,
+        message: str,
+        wait: float,
     ) -> PassResult:
         if record.phase == phase and record.message == message:
             return PassResult(phase, message, wait)
         t = Transition(self.fleet_name, message, spec_commit=record.spec_commit, phase=phase)
-        commit = self._write(
-            status, t, record.model_copy(update={"phase": phase, "message": message})
-        )
+        commit = self._write(status, t, record.held(phase, message))
         return PassResult(phase, message, wait, commit=commit)
 
     def _renew_lease(self, status: FleetStatus, record: RolloutRecord) -> PassResult:
@@ -516,29 +514,31 @@ class Engine:
         outcome: Outcome,
     ) -> PassResult:
         soaking = step.action == "ramp" and step.soak_s > 0
-        done = record.done_steps if soaking else [*record.done_steps, step.id]
-        following = next((s.id for s in plan.steps if s.id not in done), None)
-        hosts = _with_phase(record.hosts, step.hosts, outcome.host_phase, step.percent)
-        update: dict[str, object] = {
-            "done_steps": done,
-            "current_step": following,
-            "hosts": hosts,
-            "phase": "Progressing",
-            "message": outcome.subject,
-        }
         if soaking:
             until = self.clock() + timedelta(seconds=step.soak_s)
             baseline = host_counters(self._executor(spec, record).lb.stats(), step.weights)
-            update |= {
-                "current_step": step.id,
-                "soak_until": leases.stamp(until),
-                "soak_baseline": {s: _counters(c) for s, c in baseline.items()},
-            }
+            new = record.soaking(
+                step.id,
+                until=leases.stamp(until),
+                baseline={s: _counters(c) for s, c in baseline.items()},
+                hosts=step.hosts,
+                host_phase=outcome.host_phase,
+                percent=step.percent,
+                message=outcome.subject,
+            )
             subject = f"{outcome.subject}, soaking {step.soak_s:.0f}s"
         else:
+            verified = step.action == "verify" and bool(outcome.readiness)
+            new = record.step_done(
+                step.id,
+                [s.id for s in plan.steps],
+                hosts=step.hosts,
+                host_phase=outcome.host_phase,
+                percent=step.percent,
+                message=outcome.subject,
+                golden=next(iter(outcome.readiness.values())).fingerprint if verified else None,
+            )
             subject = outcome.subject
-        if step.action == "verify" and record.golden_fingerprint is None and outcome.readiness:
-            update["golden_fingerprint"] = next(iter(outcome.readiness.values())).fingerprint
         t = self._transition(subject, record, step, outcome)
         for name in step.hosts if outcome.weights else ():
             if name in status.nodes and name not in outcome.readiness:
@@ -547,13 +547,13 @@ class Engine:
         # in flight redoes an idempotent step. Not the bookmark: the way back must be on the
         # remote before anything on the host changes.
         defer = step.action != "bookmark"
-        commit = self._write(status, t, record.model_copy(update=update), defer=defer)
+        commit = self._write(status, t, new, defer=defer)
         if f"{step.id}:recorded" in self.failpoints.points:
             self.store.flush()  # "recorded" means on the remote
         self.failpoints.hit(f"{step.id}:recorded")
         # A soak looks at the LB every SOAK_CHECK_S (analysis, weights), not only at its end.
         wait = min(step.soak_s, SOAK_CHECK_S) if soaking else 0.0
-        left = [s for s in plan.steps if s.id not in done]
+        left = [s for s in plan.steps if s.id not in new.done_steps]
         progress = (len(plan.steps) - len(left), len(plan.steps), planner.expected_duration(left))
         return PassResult(
             "Progressing", subject, wait, acted=True, commit=commit, progress=progress
@@ -617,13 +617,6 @@ class Engine:
                     "began); holding until enough came (analysis.inconclusive: hold)"
                 )
                 return self._hold(status, record, "Paused", message, SOAK_CHECK_S)
-            done = [*record.done_steps, step.id]
-            following = next((s.id for s in plan.steps if s.id not in done), None)
-            update: dict[str, object] = {
-                "done_steps": done,
-                "soak_until": None,
-                "soak_baseline": {},
-            }
             judged = "inconclusive, passed on" if verdict.inconclusive else "passed"
             subject = f"{step.hosts[0]}: soak at {step.percent}% {judged} ({verdict.reason})"
             t = Transition(
@@ -633,9 +626,8 @@ class Engine:
                 node=step.hosts[0],
                 phase="Ramping",
             )
-            commit = self._write(
-                status, t, record.model_copy(update={**update, "current_step": following})
-            )
+            new = record.soak_passed(step.id, [s.id for s in plan.steps])
+            commit = self._write(status, t, new)
             return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
         return self._gates(status, spec, record, plan, step, ex)
 
@@ -724,9 +716,7 @@ class Engine:
         )
         for name in {*upgraded, *step.hosts}:
             t.readiness(nodes[name])
-        commit = self._write(
-            status, t, record.model_copy(update={"phase": "Paused", "message": message})
-        )
+        commit = self._write(status, t, record.paused(message))
         self._event(
             "gate",
             message,
@@ -755,12 +745,9 @@ class Engine:
         skip = [s.id for s in mine if s.action in PRE_RAMP] + [s.id for s in ramps[:-1]]
         if in_place:
             skip += [s.id for s in ramps[-1:]]
-        done = [*record.done_steps, *[s for s in skip if s not in record.done_steps]]
-        following = next((s.id for s in plan.steps if s.id not in done), None)
         core = next(iter(docs.values())).installed.core
         who = step.hosts[0] if len(step.hosts) == 1 else "fleet"
         subject = f"{who}: already on openclaw {core} and green; nothing to install"
-        hosts = _with_phase(record.hosts, step.hosts, "Verified", None)
         t = Transition(
             self.fleet_name,
             subject,
@@ -770,10 +757,10 @@ class Engine:
         )
         for doc in docs.values():
             t.readiness(doc)
-        update = {"done_steps": done, "current_step": following, "hosts": hosts, "message": subject}
-        if record.golden_fingerprint is None:
-            update["golden_fingerprint"] = next(iter(docs.values())).fingerprint
-        commit = self._write(status, t, record.model_copy(update=update))
+        golden = next(iter(docs.values())).fingerprint
+        plan_ids = [s.id for s in plan.steps]
+        new = record.converged(skip, plan_ids, hosts=step.hosts, message=subject, golden=golden)
+        commit = self._write(status, t, new)
         return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
 
     def _complete(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
@@ -781,13 +768,7 @@ class Engine:
         subject = f"rollout {str(record.spec_commit)[:12]} complete: fleet on openclaw {target}"
         t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase="Complete")
         t.put("lease.json", None)
-        done = {
-            "phase": "Complete",
-            "current_step": None,
-            "message": subject,
-            "applied_commit": record.spec_commit,
-        }
-        commit = self._write(status, t, record.model_copy(update=done))
+        commit = self._write(status, t, record.completed(subject))
         self._event(
             "success",
             subject,
@@ -811,7 +792,6 @@ class Engine:
         # A bookmark that could not be taken (no room for the recovery point, a backup the
         # product refused) changed nothing on the host: there is nothing to restore.
         untouched = step.action == "bookmark"
-        hosts = _with_phase(record.hosts, step.hosts, "RolledBack" if untouched else "Failed", None)
         message = f"{outcome.subject}: {reason}"
         freeze = Freeze(
             fleet=self.fleet_name,
@@ -820,15 +800,14 @@ class Engine:
             spec_commit=record.spec_commit,
             created_at=self._now(),
         )
-        failed = [*record.failed_commits, record.spec_commit or ""]
         then = "nothing on the host changed" if untouched else "restoring from bookmark"
         t = self._transition(f"{outcome.subject}; {then}, fleet frozen", record, step, outcome)
         t.phase = "Failed"
         t.put("freeze.json", freeze)
         if untouched:
             t.put("lease.json", None)  # nothing left to act on
-        update = {"phase": "Failed", "hosts": hosts, "message": message, "failed_commits": failed}
-        commit = self._write(status, t, record.model_copy(update=update))
+        new = record.failed(step.hosts, "RolledBack" if untouched else "Failed", message)
+        commit = self._write(status, t, new)
         first = next(
             (
                 f"{f.check_id} ({f.severity}): {f.message}"
@@ -863,7 +842,6 @@ class Engine:
         ex = self._executor(spec, record)
         host = spec.fleet.host(host_name)
         outcome = ex.restore(host, bookmark)
-        hosts = _with_phase(record.hosts, [host_name], "RolledBack", None)
         t = Transition(
             self.fleet_name,
             outcome.subject,
@@ -873,11 +851,10 @@ class Engine:
         )
         for doc in outcome.readiness.values():
             t.readiness(doc)
-        if not any(s.phase == "Failed" for s in hosts.values()):
+        new = record.restored(host_name, outcome.subject)
+        if not any(s.phase == "Failed" for s in new.hosts.values()):
             t.put("lease.json", None)  # nothing left to act on: release the lease
-        commit = self._write(
-            status, t, record.model_copy(update={"hosts": hosts, "message": outcome.subject})
-        )
+        commit = self._write(status, t, new)
         return PassResult("Failed", outcome.subject, 0.0, acted=True, commit=commit)
 
     # --- steady state --------------------------------------------------------------------
@@ -910,7 +887,7 @@ class Engine:
         )
         for name in drift:
             t.readiness(nodes[name])
-        commit = self._write(status, t, record.model_copy(update={"message": message}))
+        commit = self._write(status, t, record.drifted(message))
         self._event("drift", message, spec_commit=record.spec_commit, status_commit=commit)
         return PassResult("Complete", message, None, commit=commit)
 
@@ -925,19 +902,8 @@ class Engine:
     ) -> PassResult:
         """Start over at the same spec commit with the full plan; converged hosts are skipped."""
         plan = self._plan(spec, record.spec_commit or "", None, None)
-        healing = record.model_copy(
-            update={
-                "phase": "Progressing",
-                "base_commit": None,
-                "plan_sha256": plan.sha256,
-                "done_steps": [],
-                "current_step": plan.steps[0].id if plan.steps else None,
-                "golden_fingerprint": None,
-                "soak_until": None,
-                "repair_first": [],  # the plan above takes none first
-                "message": f"self-heal: {message}",
-            }
-        )
+        first = plan.steps[0].id if plan.steps else None
+        healing = record.healing(plan.sha256, first, message)
         t = Transition(
             self.fleet_name,
             f"self-heal: {message}"[:200],
@@ -1063,21 +1029,6 @@ def _golden(record: RolloutRecord, plan: Plan, *views: Mapping[str, Readiness]) 
             if doc is not None and doc.fingerprint == record.golden_fingerprint:
                 return doc
     return None
-
-
-def _with_phase(
-    hosts: Mapping[str, HostStatus], names: list[str], phase: str | None, percent: int | None
-) -> dict[str, HostStatus]:
-    out = dict(hosts)
-    for name in names:
-        current = out.get(name, HostStatus())
-        update: dict[str, object] = {}
-        if phase:
-            update["phase"] = phase
-        if percent is not None:
-            update["weight_percent"] = percent
-        out[name] = current.model_copy(update=update)
-    return out
 
 
 def _listing(reasons: Mapping[str, str]) -> str:
