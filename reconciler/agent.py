@@ -26,7 +26,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.planner import Pin
 from reconciler.prefetch import Prefetch
 from reconciler.spec import Host, seconds
-from reconciler.steps import Glimpse
+from reconciler.steps import InstalledAndLive
 from reconciler.transport import Transport
 from reconciler.validate import LoadedSpec
 
@@ -51,7 +51,7 @@ class FleetAgent:
         self._doctor_pool: ThreadPoolExecutor | None = None
         self._ahead_pool: ThreadPoolExecutor | None = None
         self._ahead: dict[str, Future[tuple[Readiness, float]]] = {}
-        self._glances: dict[str, Future[tuple[Glimpse, float]]] = {}
+        self._glances: dict[str, Future[tuple[InstalledAndLive, float]]] = {}
         self._seen: dict[str, tuple[str, float]] = {}  # host -> (readiness_sha256, finished)
 
     @classmethod
@@ -110,7 +110,7 @@ class FleetAgent:
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: readiness.Doctors | None = None,
-        seen: facts.Glance | None = None,
+        seen: facts.TreeAndProbes | None = None,
     ) -> Readiness:
         doc = readiness.observe(
             self.fleet,
@@ -168,18 +168,18 @@ class FleetAgent:
         return facts.installed_view(t, host, prefix, timeout=self._quick())
 
     def glance_ahead(self, host: Host) -> None:
-        def glanced() -> tuple[Glimpse, float]:
+        def glanced() -> tuple[InstalledAndLive, float]:
             return self._glance(host), time.monotonic()
 
         self._glances[host.name] = self._pool_ahead().submit(glanced)
 
-    def glance(self, host: Host, *, reuse_s: float = 0.0) -> Glimpse:
+    def glance(self, host: Host, *, reuse_s: float = 0.0) -> InstalledAndLive:
         taken = self._taken(self._glances.pop(host.name, None))
         if taken is not None and taken[1] <= reuse_s:
             return taken[0]
         return self._glance(host)
 
-    def _glance(self, host: Host) -> Glimpse:
+    def _glance(self, host: Host) -> InstalledAndLive:
         got = self._read_glance(host)
         live = {
             p.key(): (probes.readyz.ok, probes.running_version)
@@ -187,13 +187,13 @@ class FleetAgent:
         }
         return got.tree.installed, live
 
-    def await_ready(self, host: Host, *, wait_s: float) -> facts.Glance | None:
+    def await_ready(self, host: Host, *, wait_s: float) -> facts.TreeAndProbes | None:
         try:
             return self._read_glance(host, wait_s=wait_s)
         except readiness.PRODUCT_ERRORS:
             return None
 
-    def _read_glance(self, host: Host, *, wait_s: float = 0.0) -> facts.Glance:
+    def _read_glance(self, host: Host, *, wait_s: float = 0.0) -> facts.TreeAndProbes:
         t = self.transport(host)
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         fact = facts.glance(prefix, [p.port for p in host.profiles], wait_s=wait_s)

@@ -28,8 +28,9 @@ from reconciler.spec import Fleet, Host, seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
-"""What a glance tells: the installed tree, and per profile (ready?, running version)."""
+InstalledAndLive = tuple[Installed, dict[str, tuple[bool, str | None]]]
+"""What a glance tells, digested from its `facts.TreeAndProbes`: the installed tree, and per
+profile whether /readyz answers 200 and which version runs."""
 READY_POLL_S = 0.2
 """Pause between two waits for readiness (each wait polls on the host itself every 20 ms)."""
 REGISTRY_GRACE_S = 30.0
@@ -53,7 +54,7 @@ class HostAgent(Protocol):
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: Doctors | None = None,
-        seen: facts.Glance | None = None,
+        seen: facts.TreeAndProbes | None = None,
     ) -> Readiness:
         """Readiness of `host`; with `use_lock=False` the tree is not judged against the lock
         (a host restored to its bookmark runs the prior versions on purpose); `doctors`: the
@@ -61,7 +62,7 @@ class HostAgent(Protocol):
         tree and probes `await_ready` just read, used instead of reading them again."""
         ...
 
-    def await_ready(self, host: Host, *, wait_s: float) -> facts.Glance | None:
+    def await_ready(self, host: Host, *, wait_s: float) -> facts.TreeAndProbes | None:
         """A glance taken once every profile is ready or after `wait_s` (polled on the host);
         None when it cannot be read for a reason about the product."""
         ...
@@ -122,7 +123,7 @@ class HostAgent(Protocol):
         """The installed tree alone (cheap: one read)."""
         ...
 
-    def glance(self, host: Host, *, reuse_s: float = 0.0) -> Glimpse:
+    def glance(self, host: Host, *, reuse_s: float = 0.0) -> InstalledAndLive:
         """The installed tree and, per profile, whether /readyz answers 200 and which version
         runs, from one command; with `reuse_s`, the answer of a `glance_ahead` that finished
         at most that long ago (or is running)."""
