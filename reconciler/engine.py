@@ -37,8 +37,9 @@ from reconciler.gitstore import GitStore, StatusRewritten
 from reconciler.lb import LoadBalancer, ServerStats, apply_weights
 from reconciler.notify import Event, EventKind, Notifier
 from reconciler.planner import Plan, Step
+from reconciler.readahead import ReadAhead
 from reconciler.signatures import SignaturePolicy
-from reconciler.spec import Fleet, Host
+from reconciler.spec import Fleet, Host, seconds
 from reconciler.status import FleetStatus, Transition, read_status, write
 from reconciler.steps import Executor, HostAgent, Outcome
 from reconciler.validate import LoadedSpec, load
@@ -103,8 +104,9 @@ class Engine:
     failpoints: Failpoints = field(default_factory=Failpoints.from_env)
     spec_cache: Path | None = None  # validated specs on disk (speccache), for short-lived runs
     signatures: SignaturePolicy | None = None  # set: only a head signed by a trusted key applies
-    close_agents: Callable[[], None] | None = None  # stops what agents run ahead (see close)
+    close_agents: Callable[[], None] | None = None  # stops what agents run (see close)
     _signed: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    _ahead: tuple[HostAgent, ReadAhead] | None = field(default=None, init=False, repr=False)
     _specs: dict[str, tuple[LoadedSpec | None, list[str]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -137,8 +139,11 @@ class Engine:
         return self._continue(status, spec, record)
 
     def close(self) -> None:
-        """At the end of a run: stop what runs ahead on hosts (look-aheads, prefetches), then
-        let the status pushes in flight reach the remote."""
+        """At the end of a run: stop what runs ahead on hosts (reads ahead, registry reads),
+        then let the status pushes in flight reach the remote."""
+        if self._ahead is not None:
+            self._ahead[1].close()
+            self._ahead = None
         if self.close_agents is not None:
             self.close_agents()
         self.store.close()
@@ -324,7 +329,7 @@ class Engine:
             lease = leases.renewed(status.lease, self.fleet_name, self.instance, now, duration)
             t.put("lease.json", lease)  # taken with the start: not a commit of its own
             if plan.steps[0].action == "bookmark":  # overlaps this commit's push
-                _read_ahead(self._executor(spec, record), status, spec, plan.steps[0].hosts)
+                self._executor(spec, record).read_ahead(plan.steps[0].hosts, status.nodes)
         commit = self._write(status, t, record)
         return PassResult(record.phase, t.subject, 0.0, acted=True, commit=commit)
 
@@ -465,28 +470,41 @@ class Engine:
         return PassResult(record.phase, subject, 0.0, acted=True, commit=commit)
 
     def _executor(self, spec: LoadedSpec, record: RolloutRecord) -> Executor:
+        agent = self.agent_for(spec, record.spec_commit or "")
         return Executor(
             fleet=spec.fleet,
             lock=spec.lock,
             spec_commit=record.spec_commit or "",
-            agent=self.agent_for(spec, record.spec_commit or ""),
+            agent=agent,
             lb=self.lb_for(spec.fleet),
             now=self._now,
+            ahead=self._read_ahead(spec, agent),
             poll_s=self.poll_s,
         )
+
+    def _read_ahead(self, spec: LoadedSpec, agent: HostAgent) -> ReadAhead:
+        """The reads started early on the hosts of `agent`: one `ReadAhead` per agent (one
+        spec commit), so what one pass starts a later pass takes."""
+        if self._ahead is None or self._ahead[0] is not agent:
+            if self._ahead is not None:
+                self._ahead[1].close()
+            wait = 2 * seconds(spec.fleet.ssh.command_timeout)
+            self._ahead = (agent, ReadAhead(wait_s=wait))
+        return self._ahead[1]
 
     def _step(
         self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
     ) -> PassResult:
         ex = self._executor(spec, record)
         ex.recorded_points = lambda host: status.recovery_points(self.store, host)
+        peers: list[str] = []
         if step.action == "verify":  # while this host becomes ready
-            _read_ahead(ex, status, spec, _next_hosts(record, plan, step))
-            ex.peers = [h for h in _verified(status, record, plan) if h not in step.hosts]
+            ex.read_ahead(_next_hosts(record, plan, step), status.nodes)
+            peers = [h for h in _verified(status, record, plan) if h not in step.hosts]
         if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
-            _prefetch(ex, status, spec, step.hosts)  # if not started during the last verify
-            ex.observed = ex.observe_ahead(step.hosts)  # the bookmark step reuses this
-            skipped = self._skip_if_converged(status, spec, record, plan, step, ex)
+            ex.start_release_reads(step.hosts, status.nodes)  # unless the last verify did
+            docs = ex.take_or_observe(step.hosts)  # the bookmark step reuses these
+            skipped = self._skip_if_converged(status, spec, record, plan, step, ex, docs)
             if skipped is not None:
                 return skipped
         if step.action == "ramp":
@@ -498,7 +516,7 @@ class Engine:
             if held is not None:
                 return held
         self.failpoints.hit(f"{step.id}:before")
-        outcome = ex.run(step, seq=status.next_seq)
+        outcome = ex.run(step, seq=status.next_seq, peers=peers)
         self.failpoints.hit(f"{step.id}:after")
         if outcome.red is not None:
             return self._fail(status, spec, record, step, outcome)
@@ -734,8 +752,8 @@ class Engine:
         plan: Plan,
         step: Step,
         ex: Executor,
+        docs: Mapping[str, Readiness],
     ) -> PassResult | None:
-        docs = ex.observed
         if not all(d.green and not matches_lock(d, spec.lock) for d in docs.values()):
             return None
         mine = [s for s in plan.steps if s.hosts == step.hosts]
@@ -973,21 +991,6 @@ def _memo(cache: dict[str, V], key: str, make: Callable[[], V]) -> V:
             cache.pop(next(iter(cache)))
         cache[key] = make()
     return cache[key]
-
-
-def _read_ahead(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:
-    """Start, in the background, what the bookmark and the install of `hosts` will read: the
-    hosts' readiness (taken if it is still young then) and their registry facts. Only reads."""
-    if hosts and spec.lock is not None:
-        ex.look_ahead(hosts)
-        _prefetch(ex, status, spec, hosts)
-
-
-def _prefetch(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:
-    """Start the registry reads of hosts whose recorded tree says an install is coming."""
-    for name in hosts:
-        if name not in status.nodes or matches_lock(status.nodes[name], spec.lock):
-            ex.agent.prefetch(spec.fleet.host(name))
 
 
 def _next_hosts(record: RolloutRecord, plan: Plan, step: Step) -> list[str]:
