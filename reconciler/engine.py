@@ -105,6 +105,8 @@ class Engine:
     # --- the pass ------------------------------------------------------------------------
 
     def reconcile(self) -> PassResult:
+        """One pass: read both branches, then start the head's rollout, refuse the head, or
+        go on with the rollout in hand."""
         self.store.fetch()
         status = read_status(self.store, self.fleet_name)
         self._check_history(status)
@@ -128,6 +130,8 @@ class Engine:
         return self._continue(status, spec, record)
 
     def _continue(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
+        """The rollout of the head in hand: watched once settled, else (holding the lease)
+        restored, held, stepped or completed."""
         failed = [h for h, s in record.hosts.items() if s.phase == "Failed"]
         if record.phase in SETTLED and not (record.phase == "Failed" and failed):
             return drift.watch(self, status, spec, record)
@@ -324,12 +328,12 @@ class Engine:
             agent=agent,
             lb=self.lb_for(spec.fleet),
             now=self.timestamp,
-            ahead=self._read_ahead(spec, agent),
+            ahead=self._read_ahead_for(spec, agent),
             poll_s=self.poll_s,
             recorded_points=functools.partial(status.recovery_points, self.store),
         )
 
-    def _read_ahead(self, spec: LoadedSpec, agent: HostAgent) -> ReadAhead:
+    def _read_ahead_for(self, spec: LoadedSpec, agent: HostAgent) -> ReadAhead:
         """The reads started early on the hosts of `agent`: one `ReadAhead` per agent (one
         spec commit), so what one pass starts a later pass takes."""
         if self._ahead is None or self._ahead[0] is not agent:
