@@ -12,12 +12,10 @@ import hashlib
 import posixpath
 import re
 import threading
-import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 from reconciler import facts, operations, readiness, recovery
 from reconciler.connect import transport_for
@@ -26,13 +24,12 @@ from reconciler.errors import ReconcilerError
 from reconciler.planner import Pin
 from reconciler.prefetch import Prefetch
 from reconciler.spec import Host, seconds
-from reconciler.steps import Glimpse
+from reconciler.steps import InstalledAndLive
 from reconciler.transport import Transport
 from reconciler.validate import LoadedSpec
 
 SKILLS_DIR = ".openclaw/skills"
 SKILL_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
-T = TypeVar("T")
 
 
 class FleetAgent:
@@ -49,10 +46,6 @@ class FleetAgent:
         self._closed = False
         self.releases = Prefetch()
         self._doctor_pool: ThreadPoolExecutor | None = None
-        self._ahead_pool: ThreadPoolExecutor | None = None
-        self._ahead: dict[str, Future[tuple[Readiness, float]]] = {}
-        self._glances: dict[str, Future[tuple[Glimpse, float]]] = {}
-        self._seen: dict[str, tuple[str, float]] = {}  # host -> (readiness_sha256, finished)
 
     @classmethod
     def for_spec(
@@ -72,7 +65,7 @@ class FleetAgent:
             known = self._transports.get(host.name)
         if known is not None:
             return known
-        # Built outside the lock (it may connect), since look-aheads ask from their own threads:
+        # Built outside the lock (it may connect), since reads ahead ask from their own threads:
         # the first one kept wins, a loser is closed.
         made = transport_for(
             self.fleet, host, known_hosts_path=self.known_hosts, key_file=self.key_file
@@ -86,12 +79,12 @@ class FleetAgent:
         return kept
 
     def close(self) -> None:
-        """Stop what runs ahead and close every connection (running commands then fail)."""
+        """Stop the registry reads and doctors it started and close every connection (running
+        commands then fail)."""
         self.releases.close()
-        for pool in (self._ahead_pool, self._doctor_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-        self._ahead_pool = self._doctor_pool = None
+        if self._doctor_pool is not None:
+            self._doctor_pool.shutdown(wait=False, cancel_futures=True)
+        self._doctor_pool = None
         with self._transports_lock:
             self._closed = True
             transports, self._transports = list(self._transports.values()), {}
@@ -110,9 +103,9 @@ class FleetAgent:
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: readiness.Doctors | None = None,
-        seen: facts.Glance | None = None,
+        seen: facts.TreeAndProbes | None = None,
     ) -> Readiness:
-        doc = readiness.observe(
+        return readiness.observe(
             self.fleet,
             host,
             self.transport(host),
@@ -123,37 +116,6 @@ class FleetAgent:
             doctors=doctors,
             seen=seen,
         )
-        self._seen[host.name] = (doc.readiness_sha256, time.monotonic())
-        return doc
-
-    def observed_within(self, host: Host, doc: Readiness, seconds_: float) -> bool:
-        sha, finished = self._seen.get(host.name, ("", float("-inf")))
-        return sha == doc.readiness_sha256 and time.monotonic() - finished <= seconds_
-
-    def _pool_ahead(self) -> ThreadPoolExecutor:
-        if self._ahead_pool is None:
-            self._ahead_pool = ThreadPoolExecutor(4, thread_name_prefix="ahead")
-        return self._ahead_pool
-
-    def look_ahead(self, host: Host, *, lb_weights: Mapping[str, int]) -> None:
-        def observed() -> tuple[Readiness, float]:
-            return self.observe(host, lb_weights=lb_weights), time.monotonic()
-
-        self._ahead[host.name] = self._pool_ahead().submit(observed)
-
-    def ahead(self, host: Host) -> tuple[Readiness, float] | None:
-        return self._taken(self._ahead.pop(host.name, None))
-
-    def _taken(self, future: Future[tuple[T, float]] | None) -> tuple[T, float] | None:
-        """What a read started ahead answered (waiting for it if in flight) and its age in
-        seconds; None when there was none or it failed (asked again where its error belongs)."""
-        if future is None:
-            return None
-        try:
-            got, finished = future.result(timeout=self._quick() * 2)
-        except (ReconcilerError, TimeoutError):
-            return None
-        return got, time.monotonic() - finished
 
     def start_doctors(self, host: Host) -> readiness.Doctors:
         if self._doctor_pool is None:
@@ -167,19 +129,7 @@ class FleetAgent:
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         return facts.installed_view(t, host, prefix, timeout=self._quick())
 
-    def glance_ahead(self, host: Host) -> None:
-        def glanced() -> tuple[Glimpse, float]:
-            return self._glance(host), time.monotonic()
-
-        self._glances[host.name] = self._pool_ahead().submit(glanced)
-
-    def glance(self, host: Host, *, reuse_s: float = 0.0) -> Glimpse:
-        taken = self._taken(self._glances.pop(host.name, None))
-        if taken is not None and taken[1] <= reuse_s:
-            return taken[0]
-        return self._glance(host)
-
-    def _glance(self, host: Host) -> Glimpse:
+    def glance(self, host: Host) -> InstalledAndLive:
         got = self._read_glance(host)
         live = {
             p.key(): (probes.readyz.ok, probes.running_version)
@@ -187,13 +137,13 @@ class FleetAgent:
         }
         return got.tree.installed, live
 
-    def await_ready(self, host: Host, *, wait_s: float) -> facts.Glance | None:
+    def await_ready(self, host: Host, *, wait_s: float) -> facts.TreeAndProbes | None:
         try:
             return self._read_glance(host, wait_s=wait_s)
         except readiness.PRODUCT_ERRORS:
             return None
 
-    def _read_glance(self, host: Host, *, wait_s: float = 0.0) -> facts.Glance:
+    def _read_glance(self, host: Host, *, wait_s: float = 0.0) -> facts.TreeAndProbes:
         t = self.transport(host)
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
         fact = facts.glance(prefix, [p.port for p in host.profiles], wait_s=wait_s)

@@ -11,7 +11,7 @@ have the same fingerprint. `readiness_sha256` covers the whole document.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -276,6 +276,171 @@ class RolloutRecord(Model):
     invalid: Invalid | None = None
     message: str = ""
     updated_at: str
+
+    # --- transitions ------------------------------------------------------------------------
+    # Each names one change of the rollout's progress and returns the next record (a record
+    # never changes in place); the engine writes what a transition returns. A transition only
+    # sets fields: rollout.json keeps exactly its shape and names.
+
+    def stamped(self, at: str) -> RolloutRecord:
+        """The record as written at `at`."""
+        return self._next(updated_at=at)
+
+    def refused(self, commit: str, problems: list[str]) -> RolloutRecord:
+        """The spec at `commit` is invalid (the first 50 `problems` kept): nothing of it is
+        applied, the last good state stays, and a settled fleet shows Invalid."""
+        phase = self.phase if self.phase not in ("Idle", "Complete") else "Invalid"
+        return self._next(invalid=Invalid(commit=commit, problems=problems[:50]), phase=phase)
+
+    def held(self, phase: RolloutPhase, message: str) -> RolloutRecord:
+        """Waiting where it stands (`phase` Paused or Frozen), `message` says why."""
+        return self._next(phase=phase, message=message)
+
+    def paused(self, message: str) -> RolloutRecord:
+        """Paused where it stands: a gate, a soak or a closed window holds it."""
+        return self.held("Paused", message)
+
+    def step_done(
+        self,
+        step: str,
+        plan: Sequence[str],
+        *,
+        hosts: Sequence[str],
+        host_phase: str | None,
+        percent: int | None,
+        message: str,
+        golden: str | None = None,
+    ) -> RolloutRecord:
+        """`step` finished: its `hosts` move to `host_phase` (at `percent`), the next step of
+        `plan` (step ids) not done becomes current; `golden`: the fingerprint of a verified
+        host, kept when this rollout has none yet."""
+        done = [*self.done_steps, step]
+        return self._next(
+            done_steps=done,
+            current_step=_first_undone(plan, done),
+            hosts=self._hosts_at(hosts, host_phase, percent),
+            phase="Progressing",
+            message=message,
+            golden_fingerprint=self._golden_or(golden),
+        )
+
+    def soaking(
+        self,
+        step: str,
+        *,
+        until: str,
+        baseline: dict[str, dict[str, int]],
+        hosts: Sequence[str],
+        host_phase: str | None,
+        percent: int | None,
+        message: str,
+    ) -> RolloutRecord:
+        """`step` (a ramp) set its weights and soaks until `until`: it stays the current step,
+        with the LB's counters of its servers as the soak began (`baseline`)."""
+        return self._next(
+            done_steps=self.done_steps,
+            current_step=step,
+            hosts=self._hosts_at(hosts, host_phase, percent),
+            phase="Progressing",
+            message=message,
+            soak_until=until,
+            soak_baseline=baseline,
+        )
+
+    def soak_passed(self, step: str, plan: Sequence[str]) -> RolloutRecord:
+        """The soak of `step` ended and its analysis passed: the step is done."""
+        done = [*self.done_steps, step]
+        return self._next(
+            done_steps=done,
+            soak_until=None,
+            soak_baseline={},
+            current_step=_first_undone(plan, done),
+        )
+
+    def converged(
+        self,
+        steps: Sequence[str],
+        plan: Sequence[str],
+        *,
+        hosts: Sequence[str],
+        message: str,
+        golden: str,
+    ) -> RolloutRecord:
+        """`hosts` were found already on the target and green: `steps` (theirs) are done
+        without acting, the hosts are Verified; the phase stays as it was."""
+        done = [*self.done_steps, *[s for s in steps if s not in self.done_steps]]
+        return self._next(
+            done_steps=done,
+            current_step=_first_undone(plan, done),
+            hosts=self._hosts_at(hosts, "Verified", None),
+            message=message,
+            golden_fingerprint=self._golden_or(golden),
+        )
+
+    def completed(self, message: str) -> RolloutRecord:
+        """Every step is done: this spec commit is the one the fleet converged to."""
+        return self._next(
+            phase="Complete", current_step=None, message=message, applied_commit=self.spec_commit
+        )
+
+    def failed(self, hosts: Sequence[str], host_phase: HostPhase, message: str) -> RolloutRecord:
+        """A step went red on `hosts` (Failed: restored next; RolledBack: nothing changed on
+        them); this spec commit is remembered as failed, so it is never tried again."""
+        return self._next(
+            phase="Failed",
+            hosts=self._hosts_at(hosts, host_phase, None),
+            message=message,
+            failed_commits=[*self.failed_commits, self.spec_commit or ""],
+        )
+
+    def restored(self, host: str, message: str) -> RolloutRecord:
+        """`host` is back as its bookmark recorded it."""
+        return self._next(hosts=self._hosts_at([host], "RolledBack", None), message=message)
+
+    def drifted(self, message: str) -> RolloutRecord:
+        """A Complete fleet left the desired state: `message` says how (reported once)."""
+        return self._next(message=message)
+
+    def healing(self, plan_sha256: str, first_step: str | None, message: str) -> RolloutRecord:
+        """Self-heal: start over at the same spec commit with the full plan (no base, no host
+        first), whose converged hosts are skipped when observed."""
+        return self._next(
+            phase="Progressing",
+            base_commit=None,
+            plan_sha256=plan_sha256,
+            done_steps=[],
+            current_step=first_step,
+            golden_fingerprint=None,
+            soak_until=None,
+            repair_first=[],
+            message=f"self-heal: {message}",
+        )
+
+    def _next(self, **changes: object) -> RolloutRecord:
+        unknown = changes.keys() - type(self).model_fields.keys()
+        assert not unknown, f"not fields of the rollout record: {sorted(unknown)}"
+        return self.model_copy(update=changes)
+
+    def _golden_or(self, golden: str | None) -> str | None:
+        return self.golden_fingerprint if self.golden_fingerprint is not None else golden
+
+    def _hosts_at(
+        self, names: Sequence[str], phase: str | None, percent: int | None
+    ) -> dict[str, HostStatus]:
+        """`hosts` with each of `names` moved to `phase` and `percent` (None: as it was)."""
+        out = dict(self.hosts)
+        for name in names:
+            update: dict[str, object] = {}
+            if phase:
+                update["phase"] = phase
+            if percent is not None:
+                update["weight_percent"] = percent
+            out[name] = out.get(name, HostStatus()).model_copy(update=update)
+        return out
+
+
+def _first_undone(plan: Sequence[str], done: Sequence[str]) -> str | None:
+    return next((s for s in plan if s not in done), None)
 
 
 class Freeze(Model):

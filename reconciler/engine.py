@@ -1,67 +1,59 @@
 """The reconcile pass: observe -> plan -> act one step -> record -> requeue.
 
-This is the only module that joins the pure planner with I/O. Like a controller-runtime
-reconciler, a pass reads everything fresh (the spec branch, the status branch, the hosts it is
-about to touch), does at most one step, records it as one status commit, and says when it wants
-to run again. Progress lives on the status branch, never in memory, so a reconciler killed at
-any point resumes from the branch and repeats at most one idempotent step.
+Like a controller-runtime reconciler, a pass reads everything fresh (the spec branch, the
+status branch, the hosts it is about to touch), does at most one step, records it as one
+status commit, and says when it wants to run again. Progress lives on the status branch, never
+in memory, so a reconciler killed at any point resumes from the branch and repeats at most one
+idempotent step.
+
+This module drives a pass, top to bottom (`Engine.reconcile`): which head, whether it may be
+applied, whether this instance holds the lease, which step is next; and it holds what every
+part shares (loading specs, writing a status commit, broadcasting). The parts, one module each:
+
+- `specchange`: a new spec head starts a rollout, or is recorded as invalid;
+- `holds`: a freeze, a closed window, availability or a ramp gate holds the rollout;
+- `soak`: a ramp that soaks, judged by canary analysis;
+- `progress`: a step done (or hosts found converged) recorded, the rollout completed;
+- `failure`: a red step freezes the fleet, its hosts are restored from their bookmarks;
+- `drift`: a Complete fleet watched for drift, and self-healed;
+- `passcontext`: `Pass`, what one pass over a rollout in progress reads, and `PassResult`;
+- `steps` (the executor: what each step does on hosts) and `readahead` (reads started early).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from reconciler import drift, failure, holds, planner, progress, soak, source, speccache, specchange
 from reconciler import lease as leases
-from reconciler import planner, source, speccache, windows
-from reconciler.analysis import Verdict, analyse, host_counters
-from reconciler.documents import (
-    Freeze,
-    HostStatus,
-    Installed,
-    Invalid,
-    Lease,
-    Readiness,
-    RolloutRecord,
-    with_lb_weights,
-)
-from reconciler.errors import PermanentError, SpecError, TemporaryError
-from reconciler.gates import availability_refusal, matches_lock, ramp_refusals, tree_vs_lock
+from reconciler.documents import Lease, RolloutRecord
+from reconciler.errors import PermanentError, SpecError
 from reconciler.gitstore import GitStore, StatusRewritten
-from reconciler.lb import LoadBalancer, ServerStats, apply_weights
+from reconciler.lb import LoadBalancer
 from reconciler.notify import Event, EventKind, Notifier
+from reconciler.passcontext import Pass, PassResult
 from reconciler.planner import Plan, Step
+from reconciler.readahead import ReadAhead
 from reconciler.signatures import SignaturePolicy
-from reconciler.spec import Fleet, Host
+from reconciler.spec import Fleet, seconds
 from reconciler.status import FleetStatus, Transition, read_status, write
-from reconciler.steps import Executor, HostAgent, Outcome
+from reconciler.steps import Executor, HostAgent
 from reconciler.validate import LoadedSpec, load
+
+__all__ = ["Engine", "Failpoints", "PassResult", "utcnow"]
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
 SPEC_CACHE = 8  # loaded specs kept (commits are immutable)
-SOAK_CHECK_S = 5.0  # how often a soak looks at the LB's counters
-PRE_RAMP = ("bookmark", "drain", "preflight", "install", "restart", "verify")
 SETTLED = ("Complete", "Failed", "Invalid", "Idle")
-
-
-@dataclass(frozen=True)
-class PassResult:
-    """What one pass did and when it wants to run again (None: only on a new commit)."""
-
-    phase: str
-    message: str
-    requeue_after: float | None
-    acted: bool = False
-    commit: str | None = None
-    progress: tuple[int, int, float] | None = None
-    """(steps done, steps in the plan, the plan's estimate of the seconds left)."""
 
 
 class Failpoints:
@@ -103,8 +95,9 @@ class Engine:
     failpoints: Failpoints = field(default_factory=Failpoints.from_env)
     spec_cache: Path | None = None  # validated specs on disk (speccache), for short-lived runs
     signatures: SignaturePolicy | None = None  # set: only a head signed by a trusted key applies
-    close_agents: Callable[[], None] | None = None  # stops what agents run ahead (see close)
+    close_agents: Callable[[], None] | None = None  # stops what agents run (see close)
     _signed: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    _ahead: tuple[HostAgent, ReadAhead] | None = field(default=None, init=False, repr=False)
     _specs: dict[str, tuple[LoadedSpec | None, list[str]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -112,8 +105,8 @@ class Engine:
     # --- the pass ------------------------------------------------------------------------
 
     def reconcile(self) -> PassResult:
-        self._holding: Lease | None = None  # set once this pass holds the lease
-        self._lease_s = self.lease_s
+        """One pass: read both branches, then start the head's rollout, refuse the head, or
+        go on with the rollout in hand."""
         self.store.fetch()
         status = read_status(self.store, self.fleet_name)
         self._check_history(status)
@@ -123,22 +116,89 @@ class Engine:
         head_id = str(head.id)
         unsigned = self._unsigned(head_id)
         if unsigned is not None:  # recorded like an invalid spec: the last good state stays
-            return self._invalid(status, head_id, [unsigned])
-        spec, problems = self._load(head_id)
+            return specchange.invalid(self, status, head_id, [unsigned])
+        spec, problems = self.load(head_id)
         record = status.rollout
         if spec is None:
-            return self._invalid(status, head_id, problems)
+            return specchange.invalid(self, status, head_id, problems)
         if record is None or record.spec_commit != head_id:
             if record is not None and head_id in record.failed_commits:
                 return PassResult(
                     "Failed", f"{head_id[:12]} failed before; waiting for a new commit", None
                 )
-            return self._start(status, spec, head_id)
+            return specchange.start(self, status, spec, head_id)
         return self._continue(status, spec, record)
 
+    def _continue(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
+        """The rollout of the head in hand: watched once settled, else (holding the lease)
+        restored, held, stepped or completed."""
+        failed = [h for h, s in record.hosts.items() if s.phase == "Failed"]
+        if record.phase in SETTLED and not (record.phase == "Failed" and failed):
+            return drift.watch(self, status, spec, record)
+        now = self.clock()
+        if leases.held_by_other(status.lease, self.instance, now):
+            assert status.lease is not None
+            wait = (leases.parse_time(status.lease.expires_at) - now).total_seconds()
+            message = f"standing by: {status.lease.holder} holds the lease"
+            return PassResult(record.phase, message, min(max(wait, 0.1), self.poll_s * 5))
+        base = self.fleet_at(record.base_commit) if record.base_commit else None
+        plan = self.plan(
+            spec, record.spec_commit or "", base, record.base_commit, record.repair_first
+        )
+        if plan.sha256 != record.plan_sha256:
+            raise PermanentError(
+                f"plan of {record.spec_commit} changed under the rollout "
+                f"({plan.sha256[:12]} != {record.plan_sha256})"
+            )
+        lease_s = self.lease_for(plan)
+        if leases.needs_renewal(status.lease, self.instance, now, lease_s):
+            return self._renew_lease(status, record, lease_s)
+        p = Pass(self, status, spec, record, plan, now)  # from here on, this pass holds the lease
+        if failed:  # a restore is never held by the freeze its own failure wrote
+            return failure.restore(p, failed[0])
+        held = holds.by_freeze_or_window(p)
+        if held is not None:
+            return held
+        step = p.next_step()
+        if step is None:
+            return progress.complete(p)
+        return self._step(p, step)
+
+    def _step(self, p: Pass, step: Step) -> PassResult:
+        """Run `step` (unless a gate, a soak or the fleet's availability holds it), with what
+        the next steps read started meanwhile, and record it."""
+        ex = p.executor
+        peers: list[str] = []
+        if step.action == "verify":  # while this host becomes ready
+            ex.read_ahead(p.next_hosts(step), p.status.nodes)
+            peers = [h for h in p.verified() if h not in step.hosts]
+        if step.action in progress.PRE_RAMP and p.untouched(step) and p.spec.lock is not None:
+            ex.start_release_reads(step.hosts, p.status.nodes)  # unless the last verify did
+            docs = ex.take_or_observe(step.hosts)  # the bookmark step reuses these
+            skipped = progress.skip_if_converged(p, step, docs)
+            if skipped is not None:
+                return skipped
+        if step.action == "ramp":
+            held = soak.soak_or_gate(p, step)
+            if held is not None:
+                return held
+        if step.action == "drain" and p.fleet.rollout.strategy == "rolling":
+            held = holds.before_drain(p, step)
+            if held is not None:
+                return held
+        self.failpoints.hit(f"{step.id}:before")
+        outcome = ex.run(step, seq=p.status.next_seq, peers=peers)
+        self.failpoints.hit(f"{step.id}:after")
+        if outcome.red is not None:
+            return failure.fail(p, step, outcome)
+        return progress.record_step(p, step, outcome)
+
     def close(self) -> None:
-        """At the end of a run: stop what runs ahead on hosts (look-aheads, prefetches), then
-        let the status pushes in flight reach the remote."""
+        """At the end of a run: stop what runs ahead on hosts (reads ahead, registry reads),
+        then let the status pushes in flight reach the remote."""
+        if self._ahead is not None:
+            self._ahead[1].close()
+            self._ahead = None
         if self.close_agents is not None:
             self.close_agents()
         self.store.close()
@@ -182,6 +242,23 @@ class Engine:
         name = f"refs/reconciler/seen/{self.store.status_branch}"
         self.store.set_local_ref(name, commit, consequence="nothing was applied")
 
+    def _renew_lease(
+        self, status: FleetStatus, record: RolloutRecord, lease_s: float
+    ) -> PassResult:
+        now = self.clock()
+        lease = leases.renewed(status.lease, self.fleet_name, self.instance, now, lease_s)
+        taken = status.lease is None or status.lease.holder != self.instance
+        subject = (
+            f"lease {'taken' if taken else 'renewed'} by {self.instance} until {lease.expires_at}"
+        )
+        t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase=record.phase)
+        t.put("lease.json", lease)
+        t.reconciler = self.instance
+        commit = write(self.store, status, t, force=True)
+        return PassResult(record.phase, subject, 0.0, acted=True, commit=commit)
+
+    # --- specs and plans -----------------------------------------------------------------
+
     def _unsigned(self, commit: str) -> str | None:
         """Why the signature policy refuses `commit` (None: no policy, or a trusted signature);
         memoized, since a commit never changes."""
@@ -190,8 +267,9 @@ class Engine:
             return None
         return _memo(self._signed, commit, lambda: policy.verify(self.store.repo, commit).problem)
 
-    def _load(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
-        """The fleet's spec at `commit`; memoized, since a commit never changes."""
+    def load(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
+        """The fleet's spec at `commit`, or why there is none; memoized, since a commit never
+        changes."""
         return _memo(self._specs, commit, lambda: self._load_uncached(commit))
 
     def _load_uncached(self, commit: str) -> tuple[LoadedSpec | None, list[str]]:
@@ -213,173 +291,11 @@ class Engine:
                 return spec, []
         return None, problems or [f"no fleet named {self.fleet_name!r} at {commit[:12]}"]
 
-    def _now(self) -> str:
-        return leases.stamp(self.clock())
-
-    # --- transitions ---------------------------------------------------------------------
-
-    def _write(
-        self,
-        status: FleetStatus,
-        t: Transition,
-        record: RolloutRecord | None,
-        *,
-        defer: bool = False,
-    ) -> str | None:
-        t.reconciler = self.instance
-        if self._holding is not None and "lease.json" not in " ".join(t.files):
-            # Every step commit of the holder renews its lease: one commit, not two.
-            now = self.clock()
-            t.put(
-                "lease.json",
-                leases.renewed(self._holding, self.fleet_name, self.instance, now, self._lease_s),
-            )
-        if record is not None:
-            t.put("rollout.json", record.model_copy(update={"updated_at": self._now()}))
-        return write(self.store, status, t, defer=defer)
-
-    def _invalid(self, status: FleetStatus, head: str, problems: list[str]) -> PassResult:
-        record = status.rollout
-        listing = "".join(f"\n  {p}" for p in problems)
-        if record is not None and record.invalid is not None and record.invalid.commit == head:
-            message = f"{head[:12]} is invalid; last good state stays{listing}"
-            return PassResult("Invalid", message, None)
-        base = record or RolloutRecord(
-            fleet=self.fleet_name, phase="Invalid", updated_at=self._now()
-        )
-        phase = base.phase if base.phase not in ("Idle", "Complete") else "Invalid"
-        new = base.model_copy(
-            update={"invalid": Invalid(commit=head, problems=problems[:50]), "phase": phase}
-        )
-        t = Transition(
-            self.fleet_name,
-            f"spec {head[:12]} is invalid ({len(problems)} problems); nothing applied",
-            spec_commit=head,
-            phase=phase,
-        )
-        commit = self._write(status, t, new)
-        self._sinks_of_last_good(record)
-        self._event(
-            "failure",
-            f"spec {head[:12]} is invalid: {problems[0] if problems else ''}",
-            spec_commit=head,
-            status_commit=commit,
-        )
-        return PassResult(phase, t.subject + listing, None, commit=commit)
-
-    def _sinks_of_last_good(self, record: RolloutRecord | None) -> None:
-        """A pass that refuses its head loads no spec, so nothing configured the broadcast
-        sinks yet (a fresh process): take them from the last good spec, never the refused one."""
-        configure = getattr(self.notifier, "configure", None)
-        good = (record.applied_commit or record.spec_commit) if record is not None else None
-        if good is None or not callable(configure):
-            return
-        try:
-            spec = self._load(good)[0]
-        except Exception:  # a broadcast must never break the pass
-            log.exception("cannot read the broadcast sinks of %s", good)
-            return
-        if spec is not None:
-            configure(spec)
-
-    def _start(self, status: FleetStatus, spec: LoadedSpec, head: str) -> PassResult:
-        old = status.rollout
-        # Plan from what the fleet last converged to, and only when it did converge: after a
-        # failed rollout some hosts moved and some did not, so every host gets the full plan
-        # and the ones already at the new desired state are skipped when observed.
-        applied = old.applied_commit if old else None
-        converged = old is not None and old.phase == "Complete" and applied == old.spec_commit
-        base = self._fleet_at(applied) if applied and converged else None
-        down = self._down_at_start(spec, head)
-        plan = self._plan(spec, head, base, applied if base else None, first=sorted(down))
-        record = RolloutRecord(
-            fleet=self.fleet_name,
-            phase="Progressing" if plan.steps else "Complete",
-            spec_commit=head,
-            base_commit=applied if base else None,
-            applied_commit=head if not plan.steps else applied,
-            target=plan.target,
-            plan_sha256=plan.sha256,
-            current_step=plan.steps[0].id if plan.steps else None,
-            hosts={h: HostStatus() for h in plan.order},
-            failed_commits=old.failed_commits if old else [],
-            repair_first=sorted(down),
-            message=f"{len(plan.steps)} steps",
-            updated_at=self._now(),
-        )
-        repair = f"; out of service, repaired first: {_listing(down)}" if down else ""
-        t = Transition(
-            self.fleet_name,
-            f"rollout {head[:12]} started: {_summary(plan)}{repair}",
-            spec_commit=head,
-            phase=record.phase,
-        )
-        if (
-            status.freeze is not None
-            and status.freeze.spec_commit
-            and status.freeze.spec_commit != head
-        ):
-            t.put("freeze.json", None)
-            t.subject += " (freeze of the failed commit lifted)"
-        now = self.clock()
-        if plan.steps and not leases.held_by_other(status.lease, self.instance, now):
-            duration = self._lease_for(plan)
-            lease = leases.renewed(status.lease, self.fleet_name, self.instance, now, duration)
-            t.put("lease.json", lease)  # taken with the start: not a commit of its own
-            if plan.steps[0].action == "bookmark":  # overlaps this commit's push
-                _read_ahead(self._executor(spec, record), status, spec, plan.steps[0].hosts)
-        commit = self._write(status, t, record)
-        return PassResult(record.phase, t.subject, 0.0, acted=True, commit=commit)
-
-    def _down_at_start(self, spec: LoadedSpec, head: str) -> dict[str, str]:
-        """Hosts out of service as a rolling rollout starts (it repairs them first)."""
-        if spec.fleet.rollout.strategy != "rolling":
-            return {}
-        starting = RolloutRecord(
-            fleet=self.fleet_name, phase="Progressing", spec_commit=head, updated_at=self._now()
-        )
-        ex = self._executor(spec, starting)
-        try:
-            return ex.out_of_service([h.name for h in spec.fleet.hosts])
-        except TemporaryError as err:  # the load balancer: asked again before every drain
-            log.warning("%s: hosts out of service unknown at the start: %s", self.fleet_name, err)
-            return {}
-
-    def _available(
-        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, step: Step, ex: Executor
-    ) -> PassResult | None:
-        """Hold before a drain that would put more hosts out of service than
-        `rollout.maxUnavailable`, counting those already out whatever took them out."""
-        others = [h.name for h in spec.fleet.hosts if h.name not in step.hosts]
-        out = ex.out_of_service(others)
-        refusal = availability_refusal(out, step.hosts, spec.fleet.rollout.max_unavailable)
-        if refusal is None:
-            return None
-        message = f"{step.id}: holding before the drain: {refusal}"
-        if record.phase == "Paused" and record.message == message:
-            return PassResult("Paused", message, self.poll_s * 10)
-        t = Transition(
-            self.fleet_name, message, spec_commit=record.spec_commit, node=step.hosts[0],
-            phase="Paused",
-        )  # fmt: skip
-        commit = self._write(
-            status, t, record.model_copy(update={"phase": "Paused", "message": message})
-        )
-        self._event(
-            "gate", message, host=step.hosts[0], spec_commit=record.spec_commit,
-            status_commit=commit,
-        )  # fmt: skip
-        return PassResult("Paused", message, self.poll_s * 10, commit=commit)
-
-    def _lease_for(self, plan: Plan) -> float:
-        """A lease outlives the longest step, so a holder is never mid-step when it expires."""
-        return self.lease_s + max((s.timeout_s for s in plan.steps), default=0.0)
-
-    def _fleet_at(self, commit: str) -> Fleet | None:
-        spec, _ = self._load(commit)
+    def fleet_at(self, commit: str) -> Fleet | None:
+        spec, _ = self.load(commit)
         return spec.fleet if spec else None
 
-    def _plan(
+    def plan(
         self,
         spec: LoadedSpec,
         head: str,
@@ -392,612 +308,72 @@ class Engine:
             first=first,
         )  # fmt: skip
 
-    # --- progressing ---------------------------------------------------------------------
+    def lease_for(self, plan: Plan) -> float:
+        """A lease outlives the longest step, so a holder is never mid-step when it expires."""
+        return self.lease_s + max((s.timeout_s for s in plan.steps), default=0.0)
 
-    def _continue(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
-        failed = [h for h, s in record.hosts.items() if s.phase == "Failed"]
-        if record.phase in SETTLED and not (record.phase == "Failed" and failed):
-            return self._steady(status, spec, record)
-        now = self.clock()
-        if leases.held_by_other(status.lease, self.instance, now):
-            assert status.lease is not None
-            wait = (leases.parse_time(status.lease.expires_at) - now).total_seconds()
-            message = f"standing by: {status.lease.holder} holds the lease"
-            return PassResult(record.phase, message, min(max(wait, 0.1), self.poll_s * 5))
-        base = self._fleet_at(record.base_commit) if record.base_commit else None
-        plan = self._plan(
-            spec, record.spec_commit or "", base, record.base_commit, record.repair_first
-        )
-        if plan.sha256 != record.plan_sha256:
-            raise PermanentError(
-                f"plan of {record.spec_commit} changed under the rollout "
-                f"({plan.sha256[:12]} != {record.plan_sha256})"
-            )
-        self._lease_s = self._lease_for(plan)
-        if leases.needs_renewal(status.lease, self.instance, now, self._lease_s):
-            return self._renew_lease(status, record)
-        self._holding = status.lease
-        if failed:  # a restore is never held by the freeze its own failure wrote
-            return self._restore(status, spec, record, failed[0])
-        held = self._held(status, spec, record, now)
-        if held is not None:
-            return held
-        step = next((s for s in plan.steps if s.id not in record.done_steps), None)
-        if step is None:
-            return self._complete(status, spec, record)
-        return self._step(status, spec, record, plan, step)
+    # --- what every part of a pass shares --------------------------------------------------
 
-    def _held(
-        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, now: datetime
-    ) -> PassResult | None:
-        """A freeze or a closed maintenance window holds the rollout where it is."""
-        if status.freeze is not None:
-            reason = f"frozen: {status.freeze.reason}"
-            return self._hold(status, record, "Frozen", reason, self.poll_s * 10)
-        if not windows.is_open(spec.fleet.windows, now):
-            opens = windows.next_open(spec.fleet.windows, now)
-            wait = (opens - now).total_seconds() if opens else 3600.0
-            when = opens.isoformat() if opens else "not within 8 days"
-            message = f"outside maintenance windows; next opens {when}"
-            return self._hold(status, record, "Paused", message, wait)
-        return None
+    def timestamp(self) -> str:
+        return leases.stamp(self.clock())
 
-    def _hold(
-        self, status: FleetStatus, record: RolloutRecord, phase: str, message: str, wait: float
-    ) -> PassResult:
-        if record.phase == phase and record.message == message:
-            return PassResult(phase, message, wait)
-        t = Transition(self.fleet_name, message, spec_commit=record.spec_commit, phase=phase)
-        commit = self._write(
-            status, t, record.model_copy(update={"phase": phase, "message": message})
-        )
-        return PassResult(phase, message, wait, commit=commit)
-
-    def _renew_lease(self, status: FleetStatus, record: RolloutRecord) -> PassResult:
-        now = self.clock()
-        lease = leases.renewed(status.lease, self.fleet_name, self.instance, now, self._lease_s)
-        taken = status.lease is None or status.lease.holder != self.instance
-        subject = (
-            f"lease {'taken' if taken else 'renewed'} by {self.instance} until {lease.expires_at}"
-        )
-        t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase=record.phase)
-        t.put("lease.json", lease)
-        t.reconciler = self.instance
-        commit = write(self.store, status, t, force=True)
-        return PassResult(record.phase, subject, 0.0, acted=True, commit=commit)
-
-    def _executor(self, spec: LoadedSpec, record: RolloutRecord) -> Executor:
+    def executor(self, status: FleetStatus, spec: LoadedSpec, commit: str) -> Executor:
+        """An executor for the hosts of `spec` at `commit`, going back onto the recovery
+        points `status` recorded."""
+        agent = self.agent_for(spec, commit)
         return Executor(
             fleet=spec.fleet,
             lock=spec.lock,
-            spec_commit=record.spec_commit or "",
-            agent=self.agent_for(spec, record.spec_commit or ""),
+            spec_commit=commit,
+            agent=agent,
             lb=self.lb_for(spec.fleet),
-            now=self._now,
+            now=self.timestamp,
+            ahead=self._read_ahead_for(spec, agent),
             poll_s=self.poll_s,
+            recorded_points=functools.partial(status.recovery_points, self.store),
         )
 
-    def _step(
-        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, plan: Plan, step: Step
-    ) -> PassResult:
-        ex = self._executor(spec, record)
-        ex.recorded_points = lambda host: status.recovery_points(self.store, host)
-        if step.action == "verify":  # while this host becomes ready
-            _read_ahead(ex, status, spec, _next_hosts(record, plan, step))
-            ex.peers = [h for h in _verified(status, record, plan) if h not in step.hosts]
-        if step.action in PRE_RAMP and _untouched(record, plan, step) and spec.lock is not None:
-            _prefetch(ex, status, spec, step.hosts)  # if not started during the last verify
-            ex.observed = ex.observe_ahead(step.hosts)  # the bookmark step reuses this
-            skipped = self._skip_if_converged(status, spec, record, plan, step, ex)
-            if skipped is not None:
-                return skipped
-        if step.action == "ramp":
-            held = self._gate_or_soak(status, spec, record, plan, step, ex)
-            if held is not None:
-                return held
-        if step.action == "drain" and spec.fleet.rollout.strategy == "rolling":
-            held = self._available(status, spec, record, step, ex)
-            if held is not None:
-                return held
-        self.failpoints.hit(f"{step.id}:before")
-        outcome = ex.run(step, seq=status.next_seq)
-        self.failpoints.hit(f"{step.id}:after")
-        if outcome.red is not None:
-            return self._fail(status, spec, record, step, outcome)
-        return self._record_step(status, spec, record, plan, step, outcome)
+    def _read_ahead_for(self, spec: LoadedSpec, agent: HostAgent) -> ReadAhead:
+        """The reads started early on the hosts of `agent`: one `ReadAhead` per agent (one
+        spec commit), so what one pass starts a later pass takes."""
+        if self._ahead is None or self._ahead[0] is not agent:
+            if self._ahead is not None:
+                self._ahead[1].close()
+            wait = 2 * seconds(spec.fleet.ssh.command_timeout)
+            self._ahead = (agent, ReadAhead(wait_s=wait))
+        return self._ahead[1]
 
-    def _record_step(
+    def commit(
         self,
         status: FleetStatus,
-        spec: LoadedSpec,
+        t: Transition,
         record: RolloutRecord,
-        plan: Plan,
-        step: Step,
-        outcome: Outcome,
-    ) -> PassResult:
-        soaking = step.action == "ramp" and step.soak_s > 0
-        done = record.done_steps if soaking else [*record.done_steps, step.id]
-        following = next((s.id for s in plan.steps if s.id not in done), None)
-        hosts = _with_phase(record.hosts, step.hosts, outcome.host_phase, step.percent)
-        update: dict[str, object] = {
-            "done_steps": done,
-            "current_step": following,
-            "hosts": hosts,
-            "phase": "Progressing",
-            "message": outcome.subject,
-        }
-        if soaking:
-            until = self.clock() + timedelta(seconds=step.soak_s)
-            baseline = host_counters(self._executor(spec, record).lb.stats(), step.weights)
-            update |= {
-                "current_step": step.id,
-                "soak_until": leases.stamp(until),
-                "soak_baseline": {s: _counters(c) for s, c in baseline.items()},
-            }
-            subject = f"{outcome.subject}, soaking {step.soak_s:.0f}s"
-        else:
-            subject = outcome.subject
-        if step.action == "verify" and record.golden_fingerprint is None and outcome.readiness:
-            update["golden_fingerprint"] = next(iter(outcome.readiness.values())).fingerprint
-        t = self._transition(subject, record, step, outcome)
-        for name in step.hosts if outcome.weights else ():
-            if name in status.nodes and name not in outcome.readiness:
-                t.readiness(_reweighed(spec.fleet.host(name), status.nodes[name], outcome.weights))
-        # A step's record is pushed while the next step runs: a reconciler that dies with it
-        # in flight redoes an idempotent step. Not the bookmark: the way back must be on the
-        # remote before anything on the host changes.
-        defer = step.action != "bookmark"
-        commit = self._write(status, t, record.model_copy(update=update), defer=defer)
-        if f"{step.id}:recorded" in self.failpoints.points:
-            self.store.flush()  # "recorded" means on the remote
-        self.failpoints.hit(f"{step.id}:recorded")
-        # A soak looks at the LB every SOAK_CHECK_S (analysis, weights), not only at its end.
-        wait = min(step.soak_s, SOAK_CHECK_S) if soaking else 0.0
-        left = [s for s in plan.steps if s.id not in done]
-        progress = (len(plan.steps) - len(left), len(plan.steps), planner.expected_duration(left))
-        return PassResult(
-            "Progressing", subject, wait, acted=True, commit=commit, progress=progress
-        )
+        *,
+        renew: Lease | None = None,
+        lease_s: float = 0.0,
+        defer: bool = False,
+    ) -> str | None:
+        """Write `t` with the rollout's `record` as one status commit over `status` (None:
+        nothing material changed). `renew`: the lease the pass holds, renewed for `lease_s` by
+        the same commit unless `t` writes the lease itself. `defer`: push in the background."""
+        t.reconciler = self.instance
+        if renew is not None and "lease.json" not in " ".join(t.files):
+            # Every step commit of the holder renews its lease: one commit, not two.
+            now = self.clock()
+            t.put("lease.json", leases.renewed(renew, self.fleet_name, self.instance, now, lease_s))
+        t.put("rollout.json", record.stamped(self.timestamp()))
+        return write(self.store, status, t, defer=defer)
 
-    def _transition(
-        self, subject: str, record: RolloutRecord, step: Step, outcome: Outcome
-    ) -> Transition:
-        t = Transition(
-            self.fleet_name,
-            subject,
-            spec_commit=record.spec_commit,
-            node=",".join(step.hosts),
-            phase=outcome.host_phase or record.phase,
-        )
-        for doc in outcome.readiness.values():
-            t.readiness(doc)
-        if outcome.bookmark is not None:
-            t.bookmark(outcome.bookmark)
-        return t
-
-    def _gate_or_soak(
-        self,
-        status: FleetStatus,
-        spec: LoadedSpec,
-        record: RolloutRecord,
-        plan: Plan,
-        step: Step,
-        ex: Executor,
-    ) -> PassResult | None:
-        if record.current_step == step.id and record.soak_until:
-            left = (leases.parse_time(record.soak_until) - self.clock()).total_seconds()
-            verdict = self._analyse(spec, record, step, ex, final=left <= 0)
-            if not verdict.ok:
-                # Pull traffic from the failed canary at once (like a red doctor, whose host is
-                # still drained): the restore reinstalls and restarts it at weight 0.
-                pulled = dict.fromkeys(step.weights, 0)
-                apply_weights(ex.lb, pulled)
-                red = Outcome(
-                    subject=f"{step.hosts[0]}: canary analysis failed, weight 0",
-                    red=verdict.reason,
-                    weights=pulled,
-                )
-                return self._fail(status, spec, record, step, red)
-            lb_weights = ex.lb.weights()
-            moved = {
-                s: lb_weights.get(s) for s, w in step.weights.items() if lb_weights.get(s) != w
-            }
-            if moved:
-                # The LB lost the step's weights mid-soak (restarted: back to its config's, or
-                # set by hand), so the host did not soak at this step: set them again, soak anew.
-                return self._resoak(status, spec, record, plan, step, ex, moved)
-            if left > 0:
-                wait = min(left, SOAK_CHECK_S)
-                return PassResult("Progressing", f"{step.id}: soaking, {left:.0f}s left", wait)
-            policy = spec.fleet.rollout.analysis.inconclusive
-            if verdict.inconclusive and policy == "hold":
-                message = (
-                    f"{step.id}: soak at {step.percent}% inconclusive (fewer than "
-                    f"{max(spec.fleet.rollout.analysis.min_requests, 1)} requests since it "
-                    "began); holding until enough came (analysis.inconclusive: hold)"
-                )
-                return self._hold(status, record, "Paused", message, SOAK_CHECK_S)
-            done = [*record.done_steps, step.id]
-            following = next((s.id for s in plan.steps if s.id not in done), None)
-            update: dict[str, object] = {
-                "done_steps": done,
-                "soak_until": None,
-                "soak_baseline": {},
-            }
-            judged = "inconclusive, passed on" if verdict.inconclusive else "passed"
-            subject = f"{step.hosts[0]}: soak at {step.percent}% {judged} ({verdict.reason})"
-            t = Transition(
-                self.fleet_name,
-                subject,
-                spec_commit=record.spec_commit,
-                node=step.hosts[0],
-                phase="Ramping",
-            )
-            commit = self._write(
-                status, t, record.model_copy(update={**update, "current_step": following})
-            )
-            return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
-        return self._gates(status, spec, record, plan, step, ex)
-
-    def _resoak(
-        self,
-        status: FleetStatus,
-        spec: LoadedSpec,
-        record: RolloutRecord,
-        plan: Plan,
-        step: Step,
-        ex: Executor,
-        moved: Mapping[str, int | None],
-    ) -> PassResult:
-        outcome = ex.run(step, seq=status.next_seq)
-        if outcome.red is not None:
-            return self._fail(status, spec, record, step, outcome)
-        found = ", ".join(f"{s}={w}" for s, w in sorted(moved.items()))
-        subject = f"{outcome.subject} re-applied (the LB had {found})"
-        log.warning("%s", subject)
-        return self._record_step(
-            status, spec, record, plan, step, replace(outcome, subject=subject)
-        )
-
-    def _analyse(
-        self, spec: LoadedSpec, record: RolloutRecord, step: Step, ex: Executor, *, final: bool
-    ) -> Verdict:
-        """Canary analysis over the soak so far, from the LB's counters (like Flagger)."""
-        a = spec.fleet.rollout.analysis
-        before = {
-            s: ServerStats(
-                server=s,
-                weight=c.get("weight", 0),
-                sessions=c.get("sessions", 0),
-                requests=c.get("requests", 0),
-                responses_5xx=c.get("responses_5xx", 0),
-            )
-            for s, c in record.soak_baseline.items()
-        }
-        after = host_counters(ex.lb.stats(), step.weights)
-        verdict = analyse(
-            before, after, max_5xx_ratio=a.max_5xx_ratio, min_requests=a.min_requests,
-            fail_on_inconclusive=a.inconclusive == "fail",
-        )  # fmt: skip
-        if not final and verdict.inconclusive:
-            return Verdict(
-                True, verdict.requests, verdict.errors_5xx, verdict.ratio, "so far", True, ()
-            )
-        return verdict
-
-    def _gates(
-        self,
-        status: FleetStatus,
-        spec: LoadedSpec,
-        record: RolloutRecord,
-        plan: Plan,
-        step: Step,
-        ex: Executor,
-    ) -> PassResult | None:
-        # Hosts verified in this rollout (the host to widen, its upgraded peers) keep their
-        # recorded readiness unless a cheap check (the tree, readiness and the running
-        # versions) finds it stale; then they are observed in full. So a ramp costs about the
-        # same at the tenth host as at the first.
-        upgraded = _upgraded(record, plan)
-        verified = {h: status.nodes[h] for h in _verified(status, record, plan, step.hosts)}
-        fresh = ex.observe([h for h in [*step.hosts, *upgraded] if h not in verified])
-        nodes = {**status.nodes, **ex.recheck(verified), **fresh}
-        golden = _golden(record, plan, nodes, status.nodes)
-        refusals = [
-            r
-            for h in step.hosts
-            for r in ramp_refusals(
-                h, nodes, upgraded=upgraded, golden=golden, lock=spec.lock, freeze=status.freeze
-            )
-        ]
-        if not refusals:
-            return None
-        message = f"{step.id}: weight held: " + "; ".join(refusals)
-        if record.phase == "Paused" and record.message == message:
-            return PassResult("Paused", message, self.poll_s * 10)
-        t = Transition(
-            self.fleet_name,
-            message[:200],
-            spec_commit=record.spec_commit,
-            node=step.hosts[0],
-            phase="Paused",
-        )
-        for name in {*upgraded, *step.hosts}:
-            t.readiness(nodes[name])
-        commit = self._write(
-            status, t, record.model_copy(update={"phase": "Paused", "message": message})
-        )
-        self._event(
-            "gate",
-            message,
-            host=step.hosts[0],
-            spec_commit=record.spec_commit,
-            status_commit=commit,
-        )
-        return PassResult("Paused", message, self.poll_s * 10, commit=commit)
-
-    def _skip_if_converged(
-        self,
-        status: FleetStatus,
-        spec: LoadedSpec,
-        record: RolloutRecord,
-        plan: Plan,
-        step: Step,
-        ex: Executor,
-    ) -> PassResult | None:
-        docs = ex.observed
-        if not all(d.green and not matches_lock(d, spec.lock) for d in docs.values()):
-            return None
-        mine = [s for s in plan.steps if s.hosts == step.hosts]
-        ramps = [s for s in mine if s.action == "ramp"]
-        weights = ex.lb.weights()
-        in_place = all(weights.get(k) == w for k, w in ramps[-1].weights.items()) if ramps else True
-        skip = [s.id for s in mine if s.action in PRE_RAMP] + [s.id for s in ramps[:-1]]
-        if in_place:
-            skip += [s.id for s in ramps[-1:]]
-        done = [*record.done_steps, *[s for s in skip if s not in record.done_steps]]
-        following = next((s.id for s in plan.steps if s.id not in done), None)
-        core = next(iter(docs.values())).installed.core
-        who = step.hosts[0] if len(step.hosts) == 1 else "fleet"
-        subject = f"{who}: already on openclaw {core} and green; nothing to install"
-        hosts = _with_phase(record.hosts, step.hosts, "Verified", None)
-        t = Transition(
-            self.fleet_name,
-            subject,
-            spec_commit=record.spec_commit,
-            node=",".join(step.hosts),
-            phase="Verified",
-        )
-        for doc in docs.values():
-            t.readiness(doc)
-        update = {"done_steps": done, "current_step": following, "hosts": hosts, "message": subject}
-        if record.golden_fingerprint is None:
-            update["golden_fingerprint"] = next(iter(docs.values())).fingerprint
-        commit = self._write(status, t, record.model_copy(update=update))
-        return PassResult("Progressing", subject, 0.0, acted=True, commit=commit)
-
-    def _complete(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
-        target = record.target.get("openclaw", "?")
-        subject = f"rollout {str(record.spec_commit)[:12]} complete: fleet on openclaw {target}"
-        t = Transition(self.fleet_name, subject, spec_commit=record.spec_commit, phase="Complete")
-        t.put("lease.json", None)
-        done = {
-            "phase": "Complete",
-            "current_step": None,
-            "message": subject,
-            "applied_commit": record.spec_commit,
-        }
-        commit = self._write(status, t, record.model_copy(update=done))
-        self._event(
-            "success",
-            subject,
-            versions=record.target,
-            spec_commit=record.spec_commit,
-            status_commit=commit,
-        )
-        return PassResult("Complete", subject, None, acted=True, commit=commit)
-
-    # --- failure and restore -------------------------------------------------------------
-
-    def _fail(
-        self,
-        status: FleetStatus,
-        spec: LoadedSpec,
-        record: RolloutRecord,
-        step: Step,
-        outcome: Outcome,
-    ) -> PassResult:
-        reason = outcome.red or "red"
-        # A bookmark that could not be taken (no room for the recovery point, a backup the
-        # product refused) changed nothing on the host: there is nothing to restore.
-        untouched = step.action == "bookmark"
-        hosts = _with_phase(record.hosts, step.hosts, "RolledBack" if untouched else "Failed", None)
-        message = f"{outcome.subject}: {reason}"
-        freeze = Freeze(
-            fleet=self.fleet_name,
-            reason=message[:500],
-            host=step.hosts[0],
-            spec_commit=record.spec_commit,
-            created_at=self._now(),
-        )
-        failed = [*record.failed_commits, record.spec_commit or ""]
-        then = "nothing on the host changed" if untouched else "restoring from bookmark"
-        t = self._transition(f"{outcome.subject}; {then}, fleet frozen", record, step, outcome)
-        t.phase = "Failed"
-        t.put("freeze.json", freeze)
-        if untouched:
-            t.put("lease.json", None)  # nothing left to act on
-        update = {"phase": "Failed", "hosts": hosts, "message": message, "failed_commits": failed}
-        commit = self._write(status, t, record.model_copy(update=update))
-        first = next(
-            (
-                f"{f.check_id} ({f.severity}): {f.message}"
-                for d in outcome.readiness.values()
-                for p in d.profiles
-                for f in (*p.doctor, *p.post_upgrade)
-                if f.severity == "error"
-            ),
-            reason,
-        )
-        self._event(
-            "failure",
-            message,
-            host=step.hosts[0],
-            phase="Failed",
-            finding=first,
-            versions=record.target,
-            spec_commit=record.spec_commit,
-            status_commit=commit,
-        )
-        return PassResult("Failed", message, 0.0, acted=True, commit=commit)
-
-    def _restore(
-        self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord, host_name: str
-    ) -> PassResult:
-        bookmark = status.bookmark_for(self.store, host_name, record.spec_commit or "")
-        bookmark = bookmark or status.bookmark_for(self.store, "fleet", record.spec_commit or "")
-        if bookmark is None:
-            raise PermanentError(
-                f"{host_name}: no bookmark for {record.spec_commit}; cannot restore safely"
-            )
-        ex = self._executor(spec, record)
-        host = spec.fleet.host(host_name)
-        outcome = ex.restore(host, bookmark)
-        hosts = _with_phase(record.hosts, [host_name], "RolledBack", None)
-        t = Transition(
-            self.fleet_name,
-            outcome.subject,
-            spec_commit=record.spec_commit,
-            node=host_name,
-            phase="RolledBack",
-        )
-        for doc in outcome.readiness.values():
-            t.readiness(doc)
-        if not any(s.phase == "Failed" for s in hosts.values()):
-            t.put("lease.json", None)  # nothing left to act on: release the lease
-        commit = self._write(
-            status, t, record.model_copy(update={"hosts": hosts, "message": outcome.subject})
-        )
-        return PassResult("Failed", outcome.subject, 0.0, acted=True, commit=commit)
-
-    # --- steady state --------------------------------------------------------------------
-
-    def _steady(self, status: FleetStatus, spec: LoadedSpec, record: RolloutRecord) -> PassResult:
-        """A Complete fleet is watched for drift: a host whose tree or weight left the desired
-        state is reported once (status + event) and, with `selfHeal`, converged again."""
-        if record.phase != "Complete" or spec.lock is None:
-            return PassResult(record.phase, record.message, None)
-        # Drift is defined over the tree and the weights, so that is what a steady pass reads
-        # (one command per host); only a host that drifted is observed in full, for the record.
-        ex = self._executor(spec, record)
-        trees = ex.trees([h.name for h in spec.fleet.hosts])
-        weights = ex.lb.weights()
-        drift = {
-            name: problems
-            for name, tree in trees.items()
-            if (problems := _drift(spec.fleet.host(name), tree, spec, weights))
-        }
-        if not drift:
-            return PassResult("Complete", record.message, None)
-        nodes = ex.observe(list(drift))
-        message = "drift: " + "; ".join(f"{h}: {', '.join(p)}" for h, p in sorted(drift.items()))
-        if spec.fleet.rollout.self_heal:
-            return self._heal(status, spec, record, drift, nodes, message)
-        if record.message == message:
-            return PassResult("Complete", message, None)
-        t = Transition(
-            self.fleet_name, message[:200], spec_commit=record.spec_commit, phase="Complete"
-        )
-        for name in drift:
-            t.readiness(nodes[name])
-        commit = self._write(status, t, record.model_copy(update={"message": message}))
-        self._event("drift", message, spec_commit=record.spec_commit, status_commit=commit)
-        return PassResult("Complete", message, None, commit=commit)
-
-    def _heal(
-        self,
-        status: FleetStatus,
-        spec: LoadedSpec,
-        record: RolloutRecord,
-        drift: Mapping[str, list[str]],
-        nodes: Mapping[str, Readiness],
-        message: str,
-    ) -> PassResult:
-        """Start over at the same spec commit with the full plan; converged hosts are skipped."""
-        plan = self._plan(spec, record.spec_commit or "", None, None)
-        healing = record.model_copy(
-            update={
-                "phase": "Progressing",
-                "base_commit": None,
-                "plan_sha256": plan.sha256,
-                "done_steps": [],
-                "current_step": plan.steps[0].id if plan.steps else None,
-                "golden_fingerprint": None,
-                "soak_until": None,
-                "repair_first": [],  # the plan above takes none first
-                "message": f"self-heal: {message}",
-            }
-        )
-        t = Transition(
-            self.fleet_name,
-            f"self-heal: {message}"[:200],
-            spec_commit=record.spec_commit,
-            phase="Progressing",
-        )
-        for name in drift:
-            t.readiness(nodes[name])
-        commit = self._write(status, t, healing)
-        self._event(
-            "drift", f"self-heal: {message}", spec_commit=record.spec_commit, status_commit=commit
-        )
-        return PassResult("Progressing", t.subject, 0.0, acted=True, commit=commit)
-
-    def _event(self, kind: EventKind, message: str, **fields: object) -> None:
+    def event(self, kind: EventKind, message: str, **fields: object) -> None:
+        """Broadcast an event; a broadcast never breaks the pass."""
         try:
             self.notifier.notify(
-                Event(kind=kind, fleet=self.fleet_name, message=message, at=self._now(), **fields)
+                Event(
+                    kind=kind, fleet=self.fleet_name, message=message, at=self.timestamp(), **fields
+                )
             )
         except Exception:  # a broadcast must never break the pass
             log.exception("notify failed")
-
-
-def _drift(
-    host: Host, tree: Installed | str, spec: LoadedSpec, weights: Mapping[str, int]
-) -> list[str]:
-    """How a host differs from the desired state: its tree against the lock, its weights."""
-    problems = [tree] if isinstance(tree, str) else tree_vs_lock(tree, spec.lock)
-    problems += [
-        f"weight of {server} is {weights.get(server)}, desired {weight}"
-        for server, weight in planner.host_weights(host, 100).items()
-        if weights.get(server) != weight
-    ]
-    return problems
-
-
-def _reweighed(host: Host, doc: Readiness, weights: Mapping[str, int]) -> Readiness:
-    """A host's last readiness with the LB weights this step set (no new observation)."""
-    by_profile = {
-        p.key(): weights[planner.server_name(host, p)]
-        for p in host.profiles
-        if planner.server_name(host, p) in weights
-    }
-    return with_lb_weights(doc, by_profile)
-
-
-def _counters(stats: ServerStats) -> dict[str, int]:
-    return {
-        "weight": stats.weight,
-        "sessions": stats.sessions,
-        "requests": stats.requests,
-        "responses_5xx": stats.responses_5xx,
-    }
-
-
-def _summary(plan: Plan) -> str:
-    changes = ", ".join(
-        f"{c.subject} {c.before or '-'} -> {c.after or '-'}" for c in plan.changes[:4]
-    )
-    return f"{changes or 'no changes'} ({len(plan.steps)} steps)"
 
 
 def _memo(cache: dict[str, V], key: str, make: Callable[[], V]) -> V:
@@ -1007,78 +383,3 @@ def _memo(cache: dict[str, V], key: str, make: Callable[[], V]) -> V:
             cache.pop(next(iter(cache)))
         cache[key] = make()
     return cache[key]
-
-
-def _read_ahead(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:
-    """Start, in the background, what the bookmark and the install of `hosts` will read: the
-    hosts' readiness (taken if it is still young then) and their registry facts. Only reads."""
-    if hosts and spec.lock is not None:
-        ex.look_ahead(hosts)
-        _prefetch(ex, status, spec, hosts)
-
-
-def _prefetch(ex: Executor, status: FleetStatus, spec: LoadedSpec, hosts: list[str]) -> None:
-    """Start the registry reads of hosts whose recorded tree says an install is coming."""
-    for name in hosts:
-        if name not in status.nodes or matches_lock(status.nodes[name], spec.lock):
-            ex.agent.prefetch(spec.fleet.host(name))
-
-
-def _next_hosts(record: RolloutRecord, plan: Plan, step: Step) -> list[str]:
-    """The hosts of the next untouched bookmark after `step`, if any."""
-    after = plan.steps[plan.steps.index(step) + 1 :]
-    following = (s for s in after if s.action == "bookmark" and s.id not in record.done_steps)
-    return next((s.hosts for s in following), [])
-
-
-def _untouched(record: RolloutRecord, plan: Plan, step: Step) -> bool:
-    return not any(s.id in record.done_steps for s in plan.steps if s.hosts == step.hosts)
-
-
-def _verified(
-    status: FleetStatus, record: RolloutRecord, plan: Plan, also: Sequence[str] = ()
-) -> list[str]:
-    """Upgraded hosts (and `also`) whose recorded readiness is of this rollout's commit."""
-    return [
-        h
-        for h in dict.fromkeys([*_upgraded(record, plan), *also])
-        if h in status.nodes and status.nodes[h].spec_commit == record.spec_commit
-    ]
-
-
-def _upgraded(record: RolloutRecord, plan: Plan) -> list[str]:
-    return [
-        h for s in plan.steps if s.action == "verify" and s.id in record.done_steps for h in s.hosts
-    ]
-
-
-def _golden(record: RolloutRecord, plan: Plan, *views: Mapping[str, Readiness]) -> Readiness | None:
-    """The readiness that carries the golden fingerprint: fresh if a host still has it, else as
-    recorded when the first host of this rollout was verified."""
-    if record.golden_fingerprint is None:
-        return None
-    for nodes in views:
-        for name in plan.order:
-            doc = nodes.get(name)
-            if doc is not None and doc.fingerprint == record.golden_fingerprint:
-                return doc
-    return None
-
-
-def _with_phase(
-    hosts: Mapping[str, HostStatus], names: list[str], phase: str | None, percent: int | None
-) -> dict[str, HostStatus]:
-    out = dict(hosts)
-    for name in names:
-        current = out.get(name, HostStatus())
-        update: dict[str, object] = {}
-        if phase:
-            update["phase"] = phase
-        if percent is not None:
-            update["weight_percent"] = percent
-        out[name] = current.model_copy(update=update)
-    return out
-
-
-def _listing(reasons: Mapping[str, str]) -> str:
-    return "; ".join(f"{host} ({why})" for host, why in sorted(reasons.items()))

@@ -814,7 +814,7 @@ def _probe(host: str, result: CommandResult, item: object) -> Probe:
 
 
 @dataclass(frozen=True)
-class Glance:
+class TreeAndProbes:
     """The installed tree and the probes of every profile, from one process (`glance`)."""
 
     tree: tree.HostTree
@@ -829,7 +829,7 @@ def glance(
     wait_s: float = 0.0,
     every_s: float = 0.02,
     request_timeout_s: float = 5.0,
-) -> Fact[Glance]:
+) -> Fact[TreeAndProbes]:
     """`probes(port)` for each port and `host_tree(prefix)`, in ONE `node -e`: what a check
     that a recorded readiness still holds needs, for the price of one process. With `wait_s`,
     taken once every port is ready (or after `wait_s`), polling from the host every `every_s`:
@@ -852,7 +852,7 @@ def glance(
     return Fact("glance", argv, parse, cap, TREE_OUTPUT + PROBE_OUTPUT * n)
 
 
-def parse_glance(host: str, result: CommandResult, *, ports: int = 1) -> Glance:
+def parse_glance(host: str, result: CommandResult, *, ports: int = 1) -> TreeAndProbes:
     """A glance's output, with exactly one set of probes per port asked."""
     text = output_text(host, result, max_bytes=TREE_OUTPUT + PROBE_OUTPUT * ports)
     doc = _decode_json(text) if result.ok else None
@@ -867,7 +867,7 @@ def parse_glance(host: str, result: CommandResult, *, ports: int = 1) -> Glance:
         raise _fail(host, result, "no probe results in the glance", text)
     if len(per_port) != ports:
         raise _fail(host, result, f"{len(per_port)} probe results for {ports} ports", text)
-    return Glance(host_tree_, tuple(_probes_of(host, result, items, text) for items in per_port))
+    return TreeAndProbes(host_tree_, tuple(_probes_of(host, result, i, text) for i in per_port))
 
 
 # --- disk ---------------------------------------------------------------------------------------

@@ -92,11 +92,6 @@ def lock_differences(doc: Readiness, lock: Lock | None) -> list[str]:
     return tree_vs_lock(doc.installed, lock)
 
 
-matches_lock = lock_differences
-"""The old name, which read as its opposite (`if matches_lock(...)` meant "differs"): kept
-only for engine.py until it calls `lock_differences`."""
-
-
 def tree_vs_lock(tree: Installed, lock: Lock | None) -> list[str]:
     """How an installed tree differs from the lock (`compare.differences`); empty when it
     matches, or when there is no lock."""

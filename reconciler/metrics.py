@@ -28,7 +28,7 @@ ROLLOUT_PHASES: tuple[str, ...] = get_args(RolloutPhase)
 HOST_PHASES: tuple[str, ...] = (*get_args(HostPhase), "Unknown")
 PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 GATE_HELD = ": weight held: "
-"""How the engine words a pass on which a gate refused to widen traffic (engine._gates)."""
+"""How the engine words a pass on which a gate refused to widen traffic (holds.ramp_gates)."""
 
 
 def _trailers(message: str) -> dict[str, str]:

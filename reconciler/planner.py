@@ -17,8 +17,7 @@ from reconciler import versions
 from reconciler.canonical import sha256_of
 from reconciler.compare import core_node_refusal
 from reconciler.lock import Lock
-from reconciler.spec import CORE, Fleet, Host, Model, seconds
-from reconciler.spec import server_name as server_name  # engine.py calls planner.server_name
+from reconciler.spec import CORE, Fleet, Host, Model, seconds, server_name
 
 Action = Literal["bookmark", "drain", "preflight", "install", "restart", "verify", "ramp", "retire"]
 ChangeKind = Literal[

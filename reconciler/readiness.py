@@ -112,7 +112,7 @@ def observe(
     lb_weights: Mapping[str, int],
     now: datetime,
     doctors: Doctors | None = None,
-    seen: facts.Glance | None = None,
+    seen: facts.TreeAndProbes | None = None,
 ) -> Readiness:
     """Gather every fact of `host` and its profiles and build its sealed readiness document
     (`doctors`: both doctor runs of each profile, started earlier by `start_doctors`; `seen`:
@@ -145,7 +145,7 @@ def _gather(
     host: Host,
     transport: Transport,
     doctors: Doctors | None = None,
-    seen: facts.Glance | None = None,
+    seen: facts.TreeAndProbes | None = None,
 ) -> _HostFacts:
     """Every fact of the host, concurrently over its one connection: one read of the tree
     (which also gives Node's version and the free space), and each profile's four facts."""
@@ -191,7 +191,7 @@ def _gather(
 
 def _glance(
     transport: Transport, prefix: str | None, host: Host, timeout: float
-) -> facts.Glance | None:
+) -> facts.TreeAndProbes | None:
     """The tree and every profile's probes from one process; None when that fails for a
     product reason (the caller then reads them apart, for precise reasons)."""
     if prefix is None:

@@ -8,30 +8,34 @@ exception: it is data, and the engine answers it by restoring the host from its 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from reconciler import facts, versions
 from reconciler import lb as lbmod
 from reconciler.compare import core_node_refusal, differences, disk_refusal
-from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint
+from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint, with_lb_weights
 from reconciler.errors import HostError, PermanentError, TemporaryError
 from reconciler.gates import lock_differences
 from reconciler.lock import Lock
 from reconciler.operations import READY_POLL_S
 from reconciler.planner import Pin, Step, host_weights
+from reconciler.readahead import ReadAhead
 from reconciler.readiness import PRODUCT_ERRORS, Doctors
 from reconciler.recovery import Restored
-from reconciler.spec import Fleet, Host, seconds
+from reconciler.spec import Fleet, Host, seconds, server_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Glimpse = tuple[Installed, dict[str, tuple[bool, str | None]]]
-"""What a glance tells: the installed tree, and per profile (ready?, running version)."""
+InstalledAndLive = tuple[Installed, dict[str, tuple[bool, str | None]]]
+"""What a glance tells, digested from its `facts.TreeAndProbes`: the installed tree, and per
+profile whether /readyz answers 200 and which version runs."""
 REGISTRY_GRACE_S = 30.0
 """How long a preflight waits for a registry that does not answer before the host is red."""
 REGISTRY_RETRY_S = 2.0
@@ -44,7 +48,8 @@ READY_WAIT_S = 10.0
 
 
 class HostAgent(Protocol):
-    """Everything the engine does on a host, over its transport."""
+    """Everything the engine does on a host, over its transport: the host's verbs, each
+    read or done when asked (reads started early are the executor's `ReadAhead`)."""
 
     def observe(
         self,
@@ -53,7 +58,7 @@ class HostAgent(Protocol):
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: Doctors | None = None,
-        seen: facts.Glance | None = None,
+        seen: facts.TreeAndProbes | None = None,
     ) -> Readiness:
         """Readiness of `host`; with `use_lock=False` the tree is not judged against the lock
         (a host restored to its bookmark runs the prior versions on purpose); `doctors`: the
@@ -61,22 +66,13 @@ class HostAgent(Protocol):
         tree and probes `await_ready` just read, used instead of reading them again."""
         ...
 
-    def await_ready(self, host: Host, *, wait_s: float) -> facts.Glance | None:
+    def await_ready(self, host: Host, *, wait_s: float) -> facts.TreeAndProbes | None:
         """A glance taken once every profile is ready or after `wait_s` (polled on the host);
         None when it cannot be read for a reason about the product."""
         ...
 
     def start_doctors(self, host: Host) -> Doctors:
         """Start both doctors of every profile in the background."""
-        ...
-
-    def look_ahead(self, host: Host, *, lb_weights: Mapping[str, int]) -> None:
-        """Start observing `host` in the background, for a step to come (a hint)."""
-        ...
-
-    def ahead(self, host: Host) -> tuple[Readiness, float] | None:
-        """The observation `look_ahead` started (waiting for it if in flight) and its age in
-        seconds, once; None when there is none or it failed."""
         ...
 
     def node_version(self, host: Host) -> str: ...
@@ -122,18 +118,9 @@ class HostAgent(Protocol):
         """The installed tree alone (cheap: one read)."""
         ...
 
-    def glance(self, host: Host, *, reuse_s: float = 0.0) -> Glimpse:
+    def glance(self, host: Host) -> InstalledAndLive:
         """The installed tree and, per profile, whether /readyz answers 200 and which version
-        runs, from one command; with `reuse_s`, the answer of a `glance_ahead` that finished
-        at most that long ago (or is running)."""
-        ...
-
-    def glance_ahead(self, host: Host) -> None:
-        """Start a glance of `host` in the background, for a step to come (a hint)."""
-        ...
-
-    def observed_within(self, host: Host, doc: Readiness, seconds_: float) -> bool:
-        """Did this agent finish observing exactly `doc` at most `seconds_` ago?"""
+        runs, from one command."""
         ...
 
     def skill_links(self, host: Host) -> dict[str, str]: ...
@@ -166,26 +153,27 @@ class Executor:
     agent: HostAgent
     lb: lbmod.LoadBalancer
     now: Callable[[], str]
+    ahead: ReadAhead = field(default_factory=ReadAhead)
+    """The reads started early on these hosts (the engine keeps one per spec commit: what one
+    pass starts, a later one takes), and the last observation of each host."""
     sleep: Callable[[float], None] = time.sleep
     poll_s: float = 1.0
     ready_poll_s: float = READY_POLL_S
-    observed: dict[str, Readiness] = field(default_factory=dict)
-    """Readiness already observed fresh in this pass (the skip check's), so the bookmark step
-    does not observe the same hosts twice."""
-    peers: list[str] = field(default_factory=list)
-    """Hosts the ramp gate after this verify rechecks: glanced as soon as this host is ready,
-    alongside its own observation."""
     recorded_points: Callable[[str], list[RecoveryPoint]] = lambda _host: []
     """The recovery points the status branch recorded for a host, newest first (a downgrade
     goes back onto one taken on the release it returns to)."""
+    observed: dict[str, Readiness] = field(default_factory=dict, init=False)
+    """Readiness `take_or_observe` found fresh in this pass (the skip check's), so the
+    bookmark step does not observe the same hosts twice."""
 
-    def run(self, step: Step, *, seq: int) -> Outcome:
+    def run(self, step: Step, *, seq: int, peers: Sequence[str] = ()) -> Outcome:
         """Run one step. A permanent host error (engines.node refused, install did not
         verify, gateway never ready) is a red outcome; temporary errors propagate and the
-        pass is retried with backoff."""
-        handler = getattr(self, f"_{step.action}")
+        pass is retried with backoff. `peers`, for a verify: the hosts the ramp gate after
+        it rechecks, glanced in the background as soon as this host is ready."""
+        handler: Callable[[Step, int], Outcome] = getattr(self, f"_{step.action}")
         try:
-            result: Outcome = handler(step, seq)
+            result = self._verify(step, peers) if step.action == "verify" else handler(step, seq)
         except PermanentError as exc:
             return Outcome(subject=f"{_who(step)}: {step.action} failed", red=str(exc))
         return result
@@ -218,25 +206,49 @@ class Executor:
     def observe(self, names: list[str]) -> dict[str, Readiness]:
         """Fresh readiness of several hosts, observed in parallel."""
         weights = self.lb.weights()
-        return _each(names, lambda n: self.agent.observe(self.fleet.host(n), lb_weights=weights))
+        return _each(names, lambda n: self._observe(self.fleet.host(n), lb_weights=weights))
 
-    def observe_ahead(self, names: list[str]) -> dict[str, Readiness]:
-        """Fresh readiness of several hosts: an observation made ahead (`look_ahead`) that
+    def _observe(self, host: Host, **how: Any) -> Readiness:
+        """`agent.observe(host, **how)`, remembered as this process's last observation of the
+        host (see `recheck`)."""
+        return self.ahead.note(self.agent.observe(host, **how))
+
+    # --- the read-ahead: what to read early, and when to take it ---------------------------
+
+    def read_ahead(self, names: list[str], recorded: Mapping[str, Readiness]) -> None:
+        """Start, in the background, what the bookmark and the install of `names` will read:
+        their readiness (taken by `take_or_observe` if it is still young then) and their
+        registry facts (see `start_release_reads`). Only reads."""
+        if not names or self.lock is None:
+            return
+        # A hint: on an LB error the step itself reads the LB and says what is wrong.
+        with contextlib.suppress(lbmod.LBError):
+            weights = self.lb.weights()
+            for name in names:
+                host = self.fleet.host(name)
+                self.ahead.start_observing(
+                    name, functools.partial(self._observe, host, lb_weights=weights)
+                )
+        self.start_release_reads(names, recorded)
+
+    def start_release_reads(self, names: list[str], recorded: Mapping[str, Readiness]) -> None:
+        """Start the registry reads of the hosts whose `recorded` tree says an install is
+        coming (a hint: the install asks itself what was not read by then)."""
+        for name in names:
+            if name not in recorded or lock_differences(recorded[name], self.lock):
+                self.agent.prefetch(self.fleet.host(name))
+
+    def take_or_observe(self, names: list[str]) -> dict[str, Readiness]:
+        """Fresh readiness of several hosts: the observation `read_ahead` started if it
         finished within FRESH_S, else one made now (an older one may hide a doctor, health or
-        weight that changed since, and the skip check and the bookmark rest on all of them)."""
-        ahead = {n: got for n in names if (got := self.agent.ahead(self.fleet.host(n)))}
-        young = {n: doc for n, (doc, age) in ahead.items() if age <= FRESH_S}
+        weight that changed since, and the skip check and the bookmark rest on all of them).
+        Kept in `observed` for this pass's bookmark step."""
+        taken = {n: self.ahead.take_observation(n, within_s=FRESH_S) for n in names}
+        young = {n: doc for n, doc in taken.items() if doc is not None}
         rest = [n for n in names if n not in young]
         docs = {**young, **(self.observe(rest) if rest else {})}
-        return {n: docs[n] for n in names}
-
-    def look_ahead(self, names: list[str]) -> None:
-        try:
-            weights = self.lb.weights()
-        except lbmod.LBError:  # a hint: the step itself reads the LB and says what is wrong
-            return
-        for name in names:
-            self.agent.look_ahead(self.fleet.host(name), lb_weights=weights)
+        self.observed = {n: docs[n] for n in names}
+        return self.observed
 
     def trees(self, names: list[str]) -> dict[str, Installed | str]:
         """The installed tree of several hosts (one read each, in parallel), or why it could
@@ -257,17 +269,18 @@ class Executor:
 
         def check(name: str) -> Readiness:
             host, doc = self.fleet.host(name), recorded[name]
-            if self.agent.observed_within(host, doc, FRESH_S):
+            if self.ahead.observed_within(doc, FRESH_S):
                 return doc
             running = {p.profile: (p.readyz, p.running_version) for p in doc.profiles}
             try:
-                tree, live = self.agent.glance(host, reuse_s=FRESH_S)
+                glanced = self.ahead.take_glance(name, within_s=FRESH_S)
+                tree, live = glanced if glanced is not None else self.agent.glance(host)
                 same = live == running and facts.tree_agrees(tree, doc.installed)
                 # A glance reads npm's tree; plugins are the product's tracked installs.
                 same = same and self.agent.installed(host).plugins == doc.installed.plugins
             except PRODUCT_ERRORS:  # the tree cannot be read: the full observation says why
                 same = False
-            return doc if same else self.agent.observe(host, lb_weights=self.lb.weights())
+            return doc if same else self._observe(host, lb_weights=self.lb.weights())
 
         return _each(list(recorded), check)
 
@@ -417,10 +430,10 @@ class Executor:
             self.agent.restart(host)
         return Outcome(subject=f"{_who(step)}: restarted", host_phase="Restarted")
 
-    def _verify(self, step: Step, seq: int) -> Outcome:
+    def _verify(self, step: Step, peers: Sequence[str]) -> Outcome:
         docs = {}
         for host in self._hosts(step):
-            doc = self._wait_green(host, step.timeout_s)
+            doc = self._wait_green(host, step.timeout_s, peers=peers)
             docs[host.name] = doc
             if not doc.green:
                 return Outcome(
@@ -435,21 +448,25 @@ class Executor:
             readiness=docs,
         )
 
-    def _wait_green(self, host: Host, timeout: float, *, use_lock: bool = True) -> Readiness:
+    def _wait_green(
+        self, host: Host, timeout: float, *, use_lock: bool = True, peers: Sequence[str] = ()
+    ) -> Readiness:
         """Wait (on the host) until every profile is ready, then observe everything, with the
         doctors started at once; again until green or the deadline (when the last full
-        observation says why not)."""
+        observation says why not). Once it is ready, `peers` are glanced in the background."""
         deadline = time.monotonic() + timeout
         doctors = self.agent.start_doctors(host)  # they need no ready gateway: run meanwhile
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), READY_WAIT_S)
             seen = self.agent.await_ready(host, wait_s=wait)  # None: the observation says why
             ready = seen is not None and all(p.readyz.ok for p in seen.probes)
-            for peer in self.peers if ready else ():
-                self.agent.glance_ahead(self.fleet.host(peer))
+            for peer in peers if ready else ():
+                self.ahead.start_glance(
+                    peer, functools.partial(self.agent.glance, self.fleet.host(peer))
+                )
             if ready or time.monotonic() >= deadline:
                 weights = self.lb.weights()
-                doc = self.agent.observe(
+                doc = self._observe(
                     host, lb_weights=weights, use_lock=use_lock, doctors=doctors, seen=seen
                 )
                 if doc.green and (not use_lock or not lock_differences(doc, self.lock)):
@@ -514,7 +531,7 @@ class Executor:
             + (f"; {restored.summary()}" if restored else "")
             + (kept_out if refused else ""),
             host_phase="RolledBack",
-            readiness={host.name: doc},
+            readiness={host.name: reweighed(host, doc, weights)},
             weights=weights,
         )
 
@@ -527,6 +544,17 @@ class Executor:
             if isinstance(err, TemporaryError):
                 raise
             return f"install unreadable: {err}"
+
+
+def reweighed(host: Host, doc: Readiness, weights: Mapping[str, int]) -> Readiness:
+    """A host's readiness with the LB weights a step has just set (observed before it set
+    them), so the status branch records the weights the load balancer now has."""
+    by_profile = {
+        p.key(): weights[server_name(host, p)]
+        for p in host.profiles
+        if server_name(host, p) in weights
+    }
+    return with_lb_weights(doc, by_profile)
 
 
 def _each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:

@@ -162,6 +162,9 @@ def test_red_host_is_restored_frozen_and_broadcast_then_a_fix_resumes(
     assert installed(mac3) == "2026.4.2"
     assert world.weights() == {"mac-1": 100, "mac-2": 100, "mac-3": 100}
     assert not any(c["server"] == "mac-3" for c in world.weight_history()), "mac-3 was touched"
+    # The status branch records the weight the restore gave back, not the one it observed before.
+    recorded = status_file(world, "nodes/mac-2.json")["profiles"][0]["lbWeight"]
+    assert recorded == 100, f"mac-2 recorded at weight {recorded} after its restore"
 
     rollout = status_file(world, "rollout.json")
     assert rollout["phase"] == "Failed" and bump in rollout["failedCommits"]

@@ -1,6 +1,6 @@
 """Which observation a bookmark or a ramp gate takes: one made ahead, or one made now.
 
-`Executor.observe_ahead` decides from the look-ahead's age, `Executor.recheck` (ramp gates) from
+`Executor.take_or_observe` decides from the look-ahead's age, `Executor.recheck` (ramp gates) from
 what this process observed and a glance; every rollout in tests/test_engine.py runs both against
 real hosts. Here an agent that counts its calls pins the decisions themselves: a look-ahead
 that just finished is taken as is, an older one or none means observing now; a gate takes a
@@ -10,6 +10,7 @@ while a glance agrees with it, else observes the peer.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from reconciler.documents import (
 )
 from reconciler.errors import FactParseError
 from reconciler.lb.file import WeightsFile
+from reconciler.readahead import ReadAhead
 from reconciler.spec import Host
 from reconciler.steps import FRESH_S, Executor
 from tests.nodes import fleet_spec
@@ -65,23 +67,15 @@ def readiness(host: str, core: str) -> Readiness:
 class CountingAgent:
     """Answers from fixed values and counts what it was asked."""
 
-    ahead_of: dict[str, tuple[Readiness, float]] = field(default_factory=dict)
     core_now: dict[str, str] = field(default_factory=dict)
     glance_fails: bool = False
-    just_observed: list[Readiness] = field(default_factory=list)
     plugin_now: dict[str, str] = field(default_factory=dict)
     """The plugin version the product lists, per host (default: the core's)."""
     glanced: list[str] = field(default_factory=list)
     observed: list[str] = field(default_factory=list)
     listed: list[str] = field(default_factory=list)
 
-    def ahead(self, host: Host) -> tuple[Readiness, float] | None:
-        return self.ahead_of.pop(host.name, None)
-
-    def observed_within(self, host: Host, doc: Readiness, seconds_: float) -> bool:
-        return doc in self.just_observed
-
-    def glance(self, host: Host, *, reuse_s: float = 0.0) -> tuple[Installed, Live]:
+    def glance(self, host: Host) -> tuple[Installed, Live]:
         self.glanced.append(host.name)
         if self.glance_fails:
             raise FactParseError(host.name, "glance: not JSON")
@@ -100,7 +94,24 @@ class CountingAgent:
         return readiness(host.name, self.core_now[host.name])
 
 
-def executor(agent: CountingAgent, tmp_path: Path) -> Executor:
+def looked_ahead(doc: Readiness, *, age: float) -> ReadAhead:
+    """Reads ahead holding an observation of `doc`'s host that finished `age` seconds before
+    it is taken (its clock says 0 when the observation finishes, `age` from then on)."""
+    clock = itertools.chain([0.0], itertools.repeat(age))
+    ahead = ReadAhead(clock=lambda: next(clock))
+    ahead.start_observing(doc.host, lambda: doc)
+    return ahead
+
+
+def just_observed(*docs: Readiness) -> ReadAhead:
+    """Reads ahead that remember this process observing `docs` just now."""
+    ahead = ReadAhead(clock=lambda: 0.0)
+    for doc in docs:
+        ahead.note(doc)
+    return ahead
+
+
+def executor(agent: CountingAgent, tmp_path: Path, ahead: ReadAhead | None = None) -> Executor:
     weights = tmp_path / "weights.json"
     weights.write_text('{"servers": {"mac-1": 100, "mac-2": 100}}')
     hosts = [Host.model_validate({"name": n, "address": "127.0.0.1", "user": "op"}) for n in
@@ -109,25 +120,25 @@ def executor(agent: CountingAgent, tmp_path: Path) -> Executor:
         fleet=fleet_spec("http://127.0.0.1:4873/", hosts),
         lock=None,
         spec_commit="0" * 40,
-        agent=agent,  # type: ignore[arg-type]  # only what observe_ahead calls
+        agent=agent,  # type: ignore[arg-type]  # only what take_or_observe calls
         lb=WeightsFile(weights),
         now=lambda: "2026-11-24T09:00:00Z",
+        ahead=ahead or ReadAhead(),
     )
 
 
 def test_a_look_ahead_that_just_finished_is_taken_as_is(tmp_path: Path) -> None:
     doc = readiness("mac-1", OLD)
-    agent = CountingAgent(ahead_of={"mac-1": (doc, FRESH_S / 2)}, core_now={"mac-1": OLD})
-    assert executor(agent, tmp_path).observe_ahead(["mac-1"]) == {"mac-1": doc}
+    agent = CountingAgent(core_now={"mac-1": OLD})
+    ahead = looked_ahead(doc, age=FRESH_S / 2)
+    assert executor(agent, tmp_path, ahead).take_or_observe(["mac-1"]) == {"mac-1": doc}
     assert agent.glanced == [] and agent.observed == []
 
 
 def test_an_older_look_ahead_or_none_means_observing_now(tmp_path: Path) -> None:
-    agent = CountingAgent(
-        ahead_of={"mac-1": (readiness("mac-1", OLD), FRESH_S * 5)},
-        core_now={"mac-1": NEW, "mac-2": OLD},
-    )
-    got = executor(agent, tmp_path).observe_ahead(["mac-1", "mac-2"])
+    agent = CountingAgent(core_now={"mac-1": NEW, "mac-2": OLD})
+    ahead = looked_ahead(readiness("mac-1", OLD), age=FRESH_S * 5)
+    got = executor(agent, tmp_path, ahead).take_or_observe(["mac-1", "mac-2"])
     assert list(got) == ["mac-1", "mac-2"]  # in the order asked
     assert got["mac-1"].installed.core == NEW  # what the host runs now, not the look-ahead's
     assert agent.glanced == [] and sorted(agent.observed) == ["mac-1", "mac-2"]
@@ -145,8 +156,8 @@ def test_a_ramp_gate_observes_a_peer_whose_glance_differs_or_fails(tmp_path: Pat
 
 def test_a_readiness_this_process_just_observed_needs_no_glance(tmp_path: Path) -> None:
     mine, theirs = readiness("mac-1", NEW), readiness("mac-2", NEW)
-    agent = CountingAgent(core_now={"mac-1": NEW, "mac-2": NEW}, just_observed=[mine])
-    got = executor(agent, tmp_path).recheck({"mac-1": mine, "mac-2": theirs})
+    agent = CountingAgent(core_now={"mac-1": NEW, "mac-2": NEW})
+    got = executor(agent, tmp_path, just_observed(mine)).recheck({"mac-1": mine, "mac-2": theirs})
     assert got == {"mac-1": mine, "mac-2": theirs}
     assert agent.glanced == ["mac-2"] and agent.observed == []
     assert agent.listed == ["mac-2"]  # the plugins, as the product lists them
