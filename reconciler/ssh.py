@@ -2,11 +2,8 @@
 
 Why it looks the way it does:
 
-* **Host keys are pinned.** Keys come only from the spec repo's known_hosts file (plain,
-  `[addr]:port` and hashed entries). An unknown key or a changed key raises `HostKeyError`
-  naming the host, the address and the offered key's fingerprint. There is no trust-on-first-use
-  (unknown keys are never added or merely warned about): a rollout must never talk to a host it
-  cannot identify.
+* **Host keys are pinned** (no trust-on-first-use): `reconciler.sshconnect` opens the
+  connection and maps every way that fails to a typed error; this module runs commands on it.
 * **One connection per host, reused.** A fresh SSH handshake costs ~70-85 ms; a command on a
   live connection ~5-7 ms once Nagle is off (we build the socket ourselves with TCP_NODELAY).
   Keepalives hold the connection through idle periods; when it dropped (sshd restarted, host
@@ -38,7 +35,6 @@ import logging
 import secrets
 import select
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -56,7 +52,7 @@ from reconciler.errors import (
     HostUnreachable,
     MissingBinary,
 )
-from reconciler.knownhosts import KnownHosts
+from reconciler.sshconnect import SSHEndpoint, connect, load_key
 from reconciler.transport import (
     DEFAULT_MAX_OUTPUT,
     BoundedBuffer,
@@ -78,11 +74,6 @@ _FILE_MISSING = 66
 
 log = logging.getLogger(__name__)
 
-# paramiko's transport thread logs (with a traceback) every handshake we abandon on purpose,
-# e.g. a frozen host that never sends its banner. We raise a typed error for those already;
-# without any logging configured, Python's last-resort handler would print that noise to stderr.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
 # Runs under /bin/sh with the final environment: "$1" is argv[0]. Prints a marker when it
 # cannot be found, so exit code 127 from the program itself is not mistaken for "missing".
 _PRELUDE = (
@@ -96,34 +87,6 @@ _READ_SCRIPT = (
     'case $1 in "~") set -- "$HOME" "$2";; "~/"*) set -- "$HOME/${1#"~/"}" "$2";; esac; '
     f'[ -e "$1" ] || exit {_FILE_MISSING}; exec head -c "$2" -- "$1"'
 )
-
-
-class _RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
-    """Refuses every host whose key known_hosts does not list (paramiko calls this)."""
-
-    def __init__(self, host: str, known_hosts: Path, known: KnownHosts) -> None:
-        self.host = host
-        self.known_hosts = known_hosts
-        self.known = known
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        if self.known.is_revoked(key):
-            raise HostKeyError(self.host, _revoked(hostname, key, self.known_hosts))
-        raise HostKeyError(
-            self.host,
-            f"unknown host key: {hostname} offered {key.get_name()} {key.fingerprint}, "
-            f"which {self.known_hosts} does not list; verify the key out of band and add it "
-            "to known_hosts (refusing to connect)",
-        )
-
-
-def _revoked(hostname: str, key: paramiko.PKey, known_hosts: Path) -> str:
-    return (
-        f"REVOKED host key: {hostname} offered {key.get_name()} {key.fingerprint}, which "
-        f"{known_hosts} marks @revoked (refusing to connect)"
-    )
 
 
 @dataclass
@@ -201,7 +164,6 @@ class SSHTransport:
         self.port = port
         self.user = user
         self.known_hosts = known_hosts
-        self._known = KnownHosts.parse(b"")
         self.key_file = key_file
         self.use_agent = use_agent
         self.connect_timeout = connect_timeout
@@ -391,113 +353,22 @@ class SSHTransport:
                 self._client = None
 
     def _connect(self) -> paramiko.SSHClient:
-        pkey = self._load_key()
-        client = paramiko.SSHClient()
-        try:
-            known = KnownHosts.parse(self.known_hosts.read_bytes())
-        except OSError as exc:
-            raise HostKeyError(
-                self.host, f"cannot read known_hosts {self.known_hosts}: {exc.strerror or exc}"
-            ) from exc
-        client.get_host_keys().update(known.pinned())  # a revoked key is never trusted
-        self._known = known
-        client.set_missing_host_key_policy(
-            _RejectUnknownHostKey(self.host, self.known_hosts, known)
+        if self.key_file is not None and self._pkey is None:
+            self._pkey = load_key(self.host, self.key_file)
+        endpoint = SSHEndpoint(
+            host=self.host,
+            address=self.address,
+            port=self.port,
+            user=self.user,
+            known_hosts=self.known_hosts,
+            key_file=self.key_file,
+            use_agent=self.use_agent,
+            connect_timeout=self.connect_timeout,
+            keepalive_s=self.keepalive_s,
         )
-        sock = self._open_socket()
-        try:
-            client.connect(
-                self.address,
-                port=self.port,
-                username=self.user,
-                sock=sock,
-                pkey=pkey,
-                allow_agent=self.use_agent,
-                look_for_keys=False,
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-                channel_timeout=self.connect_timeout,
-            )
-        except BaseException as exc:
-            client.close()
-            sock.close()
-            raise self._connect_error(exc) from exc
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(self.keepalive_s)
+        client = connect(endpoint, self._pkey)
         self.connect_count += 1
         return client
-
-    def _connect_error(self, exc: BaseException) -> BaseException:
-        """Translate what paramiko raised during connect into our typed host errors."""
-        if isinstance(exc, HostKeyError):
-            return exc
-        if isinstance(exc, paramiko.BadHostKeyException) and self._known.is_revoked(exc.key):
-            return HostKeyError(self.host, _revoked(self.target, exc.key, self.known_hosts))
-        if isinstance(exc, paramiko.BadHostKeyException):
-            return HostKeyError(
-                self.host,
-                f"host key CHANGED for {self.address}:{self.port}: {self.known_hosts} lists "
-                f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, the host offered "
-                f"{exc.key.get_name()} {exc.key.fingerprint}. Either the host was reinstalled or "
-                "someone is intercepting the connection; verify before updating known_hosts",
-            )
-        if isinstance(exc, paramiko.AuthenticationException) or (
-            isinstance(exc, paramiko.SSHException) and "authentication methods" in str(exc)
-        ):
-            return AuthenticationError(
-                self.host, f"{self.target} refused our credentials ({self._credentials()}): {exc}"
-            )
-        if isinstance(exc, paramiko.SSHException | EOFError | OSError):
-            detail = str(exc) or type(exc).__name__
-            if detail == "No existing session":  # paramiko's words for "handshake timed out"
-                detail = "no SSH handshake (the server accepted the connection but never spoke)"
-            return HostUnreachable(
-                self.host,
-                f"SSH handshake with {self.target} failed within {self.connect_timeout:g}s: "
-                f"{detail}",
-            )
-        return exc
-
-    def _credentials(self) -> str:
-        parts = [f"key {self.key_file}"] if self.key_file is not None else []
-        if self.use_agent:
-            parts.append("ssh-agent")
-        return ", ".join(parts)
-
-    def _load_key(self) -> paramiko.PKey | None:
-        if self.key_file is None:
-            return None
-        if self._pkey is None:
-            try:
-                self._pkey = paramiko.PKey.from_path(self.key_file)
-            except (OSError, paramiko.SSHException, ValueError) as exc:
-                raise AuthenticationError(
-                    self.host, f"cannot load key {self.key_file}: {exc}"
-                ) from exc
-        return self._pkey
-
-    def _open_socket(self) -> socket.socket:
-        try:
-            sock = socket.create_connection((self.address, self.port), timeout=self.connect_timeout)
-        except ConnectionRefusedError as exc:
-            raise HostUnreachable(
-                self.host, f"connection refused by {self.address}:{self.port} (is sshd running?)"
-            ) from exc
-        except TimeoutError as exc:
-            raise HostUnreachable(
-                self.host,
-                f"no TCP answer from {self.address}:{self.port} within {self.connect_timeout:g}s",
-            ) from exc
-        except OSError as exc:
-            raise HostUnreachable(
-                self.host, f"cannot connect to {self.address}:{self.port}: {exc.strerror or exc}"
-            ) from exc
-        # Nagle + delayed ACK turn every small request/response into ~40 ms; SSH is all small.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return sock
 
     # --- one command -----------------------------------------------------------------------
 
