@@ -17,12 +17,8 @@ Why it looks the way it does:
   send `kill -s KILL -- -PGID` over a second channel on the same connection. This needs only a
   POSIX login shell and `kill`, which Linux and macOS hosts both have, unlike `setsid(1)` or
   `timeout(1)` (missing on macOS). If the host does not answer even that, the error says so.
-* **No shell injection.** The remote login shell receives one string; every value in it (argv,
-  env values, PATH entries) is quoted with `shlex.quote`, env names are validated, and env is
-  passed as `env NAME=VALUE ...` arguments so it works whatever sshd's AcceptEnv says.
-* **Missing programs are told apart from failing ones.** A small POSIX-sh prelude checks
-  `command -v argv[0]` with the final PATH and reports a marker on stderr, so a script that
-  itself exits 127 is not mistaken for a missing binary.
+* **No shell injection, missing programs told apart from failing ones**: see
+  `reconciler.sshcommand`, which builds the one string the remote login shell receives.
 
 Requirements on a host: OpenSSH, and a POSIX-like login shell for the user (sh, dash, bash, zsh,
 ksh: the defaults on Linux and macOS). Anything rc files print before our PID line is dropped.
@@ -34,7 +30,6 @@ import errno
 import logging
 import secrets
 import select
-import shlex
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -52,6 +47,14 @@ from reconciler.errors import (
     HostUnreachable,
     MissingBinary,
 )
+from reconciler.sshcommand import (
+    FILE_MISSING,
+    READ_SCRIPT,
+    StdoutSplitter,
+    command_line,
+    missing_marker,
+    pid_marker,
+)
 from reconciler.sshconnect import SSHEndpoint, connect, load_key
 from reconciler.transport import (
     DEFAULT_MAX_OUTPUT,
@@ -68,25 +71,8 @@ _POLL_S = 0.2
 """Longest select() wait: how soon we notice an exit status that arrives without data."""
 _LINGER_S = 1.0
 """After the exit status, how long we keep reading output that a leftover child still holds."""
-_MAX_PREAMBLE = 64 * 1024
-"""Bytes of login-shell noise (rc files printing) tolerated before our PID line."""
-_FILE_MISSING = 66
 
 log = logging.getLogger(__name__)
-
-# Runs under /bin/sh with the final environment: "$1" is argv[0]. Prints a marker when it
-# cannot be found, so exit code 127 from the program itself is not mistaken for "missing".
-_PRELUDE = (
-    'command -v "$1" >/dev/null 2>&1 || '
-    '{{ printf "%s %s\\n" {marker} "$PATH" >&2; exit 127; }}; exec "$@"'
-)
-
-# Reads a file with a bound; `~` and `~/...` mean the host's HOME (which may differ from the
-# login directory, as on the test fleet). Exit 66 means "does not exist".
-_READ_SCRIPT = (
-    'case $1 in "~") set -- "$HOME" "$2";; "~/"*) set -- "$HOME/${1#"~/"}" "$2";; esac; '
-    f'[ -e "$1" ] || exit {_FILE_MISSING}; exec head -c "$2" -- "$1"'
-)
 
 
 @dataclass
@@ -96,43 +82,6 @@ class _Outcome:
     pid: int | None
     exit_code: int
     timed_out: bool
-
-
-class _StdoutSplitter:
-    """Separates our PID line (and any login-shell noise before it) from the command's stdout."""
-
-    def __init__(self, marker: bytes, sink: BoundedBuffer) -> None:
-        self.marker = marker
-        self.sink = sink
-        self.pid: int | None = None
-        self._head: bytearray | None = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        if self._head is None:
-            self.sink.feed(chunk)
-            return
-        self._head += chunk
-        start = self._head.find(self.marker)
-        end = self._head.find(b"\n", start) if start >= 0 else -1
-        if end >= 0:
-            digits = bytes(self._head[start + len(self.marker) : end])
-            self.pid = int(digits) if digits.isdigit() else None
-            rest = bytes(self._head[end + 1 :])
-            self._head = None
-            self.sink.feed(rest)
-        elif len(self._head) > _MAX_PREAMBLE:
-            self.finish()
-
-    @property
-    def searching(self) -> bool:
-        """Still reading the preamble: neither the PID line nor too much noise came yet."""
-        return self._head is not None
-
-    def finish(self) -> None:
-        """No PID line came: whatever arrived is the command's output."""
-        if self._head is not None:
-            head, self._head = bytes(self._head), None
-            self.sink.feed(head)
 
 
 class SSHTransport:
@@ -210,7 +159,7 @@ class SSHTransport:
         channel = self._open_channel()
         started = time.monotonic()
         stdout, stderr = BoundedBuffer(max_output), BoundedBuffer(max_output)
-        splitter = _StdoutSplitter(_pid_marker(nonce).encode(), stdout)
+        splitter = StdoutSplitter(pid_marker(nonce).encode(), stdout)
         try:
             self._start(channel, command, args)
             outcome = _collect(channel, started + timeout, splitter, stderr)
@@ -247,9 +196,9 @@ class SSHTransport:
         )
 
     def read_file(self, path: str, *, max_bytes: int = DEFAULT_MAX_OUTPUT) -> bytes:
-        argv = ["sh", "-c", _READ_SCRIPT, "sh", path, str(max_bytes + 1)]
+        argv = ["sh", "-c", READ_SCRIPT, "sh", path, str(max_bytes + 1)]
         result = self.run(argv, timeout=self.read_timeout, max_output=max_bytes + 1)
-        if result.exit_code == _FILE_MISSING:
+        if result.exit_code == FILE_MISSING:
             raise FileNotFoundError(errno.ENOENT, f"{self.host}: no such file", path)
         if result.exit_code != 0:
             reason = result.error_text().strip() or f"exit code {result.exit_code}"
@@ -268,29 +217,7 @@ class SSHTransport:
 
     def command_line(self, args: tuple[str, ...], env: Mapping[str, str] | None, nonce: str) -> str:
         """The one string the remote login shell gets; every value in it is shlex-quoted."""
-        merged = {**self.base_env, **check_env(env)}
-        explicit_path = merged.pop("PATH", None)
-        words = [shlex.quote(f"{name}={value}") for name, value in merged.items()]
-        if explicit_path is not None:
-            words.append(shlex.quote("PATH=" + ":".join((*self.extra_path, explicit_path))))
-        elif self.extra_path:
-            # the host's own PATH stays, expanded by the remote shell after our prefix
-            words.append(shlex.quote("PATH=" + ":".join(self.extra_path) + ":") + '"$PATH"')
-        prelude = _PRELUDE.format(marker=shlex.quote(_missing_marker(nonce)))
-        return " ".join(
-            [
-                f"printf '%s%s\\n' {shlex.quote(_pid_marker(nonce))} \"$$\";",
-                "exec",
-                *(["env", "--", *words] if words else []),  # no env: one exec fewer (~1 ms)
-                "/bin/sh -c",
-                shlex.quote(prelude),
-                "sh",
-                *(shlex.quote(arg) for arg in args),
-                # stdin is /dev/null on the host, not the channel: nothing waits for input, and
-                # we never half-close a channel the command may already have closed (EOF race).
-                "</dev/null",
-            ]
-        )
+        return command_line(args, env, nonce, base_env=self.base_env, extra_path=self.extra_path)
 
     # --- connection ------------------------------------------------------------------------
 
@@ -432,7 +359,7 @@ class SSHTransport:
         return f"remote process group {pid} killed"
 
     def _check_missing(self, args: tuple[str, ...], outcome: _Outcome, nonce: str) -> None:
-        marker = _missing_marker(nonce).encode()
+        marker = missing_marker(nonce).encode()
         stderr = outcome.stderr.getvalue()
         if outcome.exit_code != 127 or marker not in stderr:
             return
@@ -452,7 +379,7 @@ def _close_quietly(channel: paramiko.Channel, host: str) -> None:
 
 
 def _await_pid(
-    channel: paramiko.Channel, splitter: _StdoutSplitter, stderr: BoundedBuffer, wait: float
+    channel: paramiko.Channel, splitter: StdoutSplitter, stderr: BoundedBuffer, wait: float
 ) -> int | None:
     """The command's PID, when we are stopped before its PID line was read.
 
@@ -474,16 +401,8 @@ def _await_pid(
     return splitter.pid
 
 
-def _pid_marker(nonce: str) -> str:
-    return f"__reconciler_pid_{nonce}__="
-
-
-def _missing_marker(nonce: str) -> str:
-    return f"__reconciler_missing_{nonce}__"
-
-
 def _collect(
-    channel: paramiko.Channel, deadline: float, splitter: _StdoutSplitter, stderr: BoundedBuffer
+    channel: paramiko.Channel, deadline: float, splitter: StdoutSplitter, stderr: BoundedBuffer
 ) -> _Outcome:
     """Read stdout (through `splitter`, which finds our PID line) and stderr into bounded
     buffers until the command's exit or the deadline."""
@@ -496,7 +415,7 @@ def _collect(
 
 
 def _pump(
-    channel: paramiko.Channel, out: _StdoutSplitter, err: BoundedBuffer, deadline: float
+    channel: paramiko.Channel, out: StdoutSplitter, err: BoundedBuffer, deadline: float
 ) -> bool:
     """Read until EOF (or exit plus linger); True when the deadline passed first."""
     wakeup = channel.fileno()  # readable when stdout or stderr data (or EOF) arrived
@@ -515,7 +434,7 @@ def _pump(
     return False
 
 
-def _drain(channel: paramiko.Channel, out: _StdoutSplitter, err: BoundedBuffer) -> None:
+def _drain(channel: paramiko.Channel, out: StdoutSplitter, err: BoundedBuffer) -> None:
     while channel.recv_ready():
         out.feed(channel.recv(_READ_CHUNK))
     while channel.recv_stderr_ready():
