@@ -3,6 +3,11 @@
 Exit codes are part of the interface, because CI and bots read them:
 0 ok (and for `plan`: nothing changes), 1 internal error, 2 invalid input,
 3 `plan` found changes.
+
+This module is the entry point: the argument parser and `main`. The commands themselves are
+in `reconciler.commands_spec` (validate, schema, init, lock, plan, comment) and
+`reconciler.commands_fleet` (reconcile, status, history, unfreeze, run, demo, lb); the exit
+codes in `reconciler.exitcodes`.
 """
 
 from __future__ import annotations
@@ -10,414 +15,39 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler import __version__, render, schemas, source
+from reconciler import __version__, source
+from reconciler.commands_fleet import (
+    cmd_demo,
+    cmd_history,
+    cmd_lb,
+    cmd_reconcile,
+    cmd_run,
+    cmd_status,
+    cmd_unfreeze,
+)
+from reconciler.commands_spec import (
+    cmd_comment,
+    cmd_init,
+    cmd_lock,
+    cmd_plan,
+    cmd_schema,
+    cmd_validate,
+)
 from reconciler.config import ConfigError
-from reconciler.errors import InitError, LockError, Problem, ReconcilerError, SpecError
+from reconciler.errors import InitError, ReconcilerError
+from reconciler.exitcodes import EXIT_CHANGES, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
 from reconciler.spec import NAME
-from reconciler.validate import LoadedSpec, SpecFiles, load
 
 if TYPE_CHECKING:
-    from reconciler.gitstore import GitStore
     from reconciler.signatures import SignaturePolicy
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INVALID, EXIT_CHANGES = 0, 1, 2, 3
+__all__ = ["EXIT_CHANGES", "EXIT_INTERNAL", "EXIT_INVALID", "EXIT_OK", "build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _load_all(
-    files: Sequence[SpecFiles], *, require_lock: bool = True
-) -> tuple[list[LoadedSpec], list[Problem]]:
-    loaded, problems = [], []
-    for f in files:
-        try:
-            loaded.append(load(f, require_lock=require_lock))
-        except SpecError as exc:
-            problems += exc.problems
-    return loaded, problems
-
-
-def _spec_files(args: argparse.Namespace) -> tuple[str | None, list[SpecFiles]]:
-    if args.repo:
-        return source.read_commit(source.open_repo(args.repo), args.ref)
-    return None, source.read_directory(Path(args.path))
-
-
-def _select(files: list[SpecFiles], fleet: str | None) -> list[SpecFiles]:
-    if fleet is None:
-        return files
-    chosen = [f for f in files if _fleet_name(f) == fleet]
-    if not chosen:
-        raise source.SourceError(f"no fleet named {fleet!r}")
-    return chosen
-
-
-def _fleet_name(files: SpecFiles) -> str | None:
-    try:
-        return load(files, require_lock=False).fleet.name
-    except SpecError:
-        return None
-
-
-# --- validate ----------------------------------------------------------------------------------
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    commit, files = _spec_files(args)
-    loaded, problems = _load_all(files, require_lock=not args.no_lock)
-    if args.json:
-        render.emit_json(
-            {
-                "valid": not problems,
-                "commit": commit,
-                "fleets": [spec.fleet.name for spec in loaded],
-                "problems": [p.as_dict() for p in problems],
-            }
-        )
-    elif problems:
-        print(render.problems_text(problems), file=sys.stderr)
-    else:
-        names = ", ".join(spec.fleet.name for spec in loaded)
-        print(f"valid: {names}" + (f" at {commit[:12]}" if commit else ""))
-    return EXIT_INVALID if problems else EXIT_OK
-
-
-# --- schema ------------------------------------------------------------------------------------
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if args.check:
-        stale = schemas.stale(out)
-        for name in stale:
-            print(
-                f"{out / name}: differs from the models; run `reconciler schema`", file=sys.stderr
-            )
-        return EXIT_INVALID if stale else EXIT_OK
-    for path in schemas.write(out):
-        print(f"wrote {path}")
-    return EXIT_OK
-
-
-# --- init --------------------------------------------------------------------------------------
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from reconciler import scaffold
-
-    hosts = scaffold.with_roles([scaffold.HostArg.parse(h) for h in args.host])
-    version = args.openclaw or scaffold.latest_release(args.registry, args.timeout)
-    request = scaffold.Request(
-        fleet=args.fleet, hosts=hosts, registry=args.registry, version=version,
-        lb=scaffold.LbArg.parse(args.lb) if args.lb else scaffold.DEFAULT_LB,
-        service_manager=args.service_manager, key_file=args.ssh_key_file,
-        ci=tuple(dict.fromkeys(args.ci or scaffold.CI_FILES)),
-    )  # fmt: skip
-    keys = scaffold.scan_all(request.hosts, args.timeout)
-    target = Path(args.dir)
-    scaffold.write(target, scaffold.render(request, keys))
-    print("Host keys scanned. Check each fingerprint against its host, out of band")
-    print("(on the host: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), before you commit:")
-    for host in request.hosts:
-        for key in keys[host.name]:
-            print(
-                f"  {host.name:<16} {key.line.split()[0]:<24} {key.key_type:<20} {key.fingerprint}"
-            )
-    print(f"wrote {target}: a git repository for fleet {request.fleet} (openclaw {version})")
-    print(f"next: cd {target} && reconciler lock && reconciler validate && git add -A")
-    return EXIT_OK
-
-
-# --- lock --------------------------------------------------------------------------------------
-
-
-def cmd_lock(args: argparse.Namespace) -> int:
-    from reconciler.resolve import resolve_lock
-
-    files = source.read_directory(Path(args.path))
-    # The lock on disk is what this command replaces: a stale one is not a problem here.
-    loaded, problems = _load_all([replace(f, lock=None) for f in files], require_lock=False)
-    if problems:
-        print(render.problems_text(problems), file=sys.stderr)
-        return EXIT_INVALID
-    for spec, f in zip(loaded, files, strict=True):
-        try:
-            lock = resolve_lock(spec.fleet, registry=args.registry, timeout=args.timeout)
-        except LockError as exc:
-            print(f"{spec.files.fleet_path}: cannot lock:\n{exc}", file=sys.stderr)
-            return EXIT_INVALID
-        target = Path(spec.files.lock_path)
-        data = lock.to_bytes()
-        if args.check:
-            if f.lock != data:
-                print(f"{target}: stale; run `reconciler lock`", file=sys.stderr)
-                return EXIT_INVALID
-            continue
-        target.write_bytes(data)
-        print(f"wrote {target} ({len(lock.packages)} packages, sha256 {lock.sha256[:12]})")
-    return EXIT_OK
-
-
-# --- plan --------------------------------------------------------------------------------------
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from reconciler import report
-    from reconciler.planner import plan
-
-    base_fleets: dict[str, LoadedSpec] = {}
-    if args.repo:
-        repo = source.open_repo(args.repo)
-        head_commit, head_files = source.read_commit(repo, args.head)
-        base_commit: str | None = None
-        if args.base:
-            base_commit, base_files = source.read_commit(repo, args.base)
-            base_loaded, _ = _load_all(base_files, require_lock=False)
-            base_fleets = {b.fleet.name: b for b in base_loaded}
-    else:
-        head_commit, base_commit = None, None
-        head_files = source.read_directory(Path(args.path))
-    loaded, problems = _load_all(_select(head_files, args.fleet))
-    if problems:
-        if args.json:
-            render.emit_json({"valid": False, "problems": [p.as_dict() for p in problems]})
-        else:
-            print(render.problems_text(problems), file=sys.stderr)
-        return EXIT_INVALID
-    # What the status branch last observed (with --repo): hosts out of service go first, and
-    # each host's Node is checked against the target's engines.node before the merge.
-    seen = {s.fleet.name: report.last_observed(repo, s.fleet) if args.repo else {} for s in loaded}
-    down = {s.fleet.name: report.out_of_service(s.fleet, seen[s.fleet.name]) for s in loaded}
-    plans = [
-        plan(
-            spec.fleet,
-            spec.lock,
-            base=base_fleets[spec.fleet.name].fleet if spec.fleet.name in base_fleets else None,
-            base_commit=base_commit,
-            head_commit=head_commit,
-            node_versions={
-                h: d.node_version for h, d in seen[spec.fleet.name].items() if d.node_version
-            },
-            first=sorted(down[spec.fleet.name]),
-        )
-        for spec in loaded
-    ]
-    if args.json:
-        dumped = [p.dump() | {"outOfService": down[p.fleet]} for p in plans]
-        render.emit_json({"valid": True, "plans": dumped})
-    elif args.format == "markdown":
-        for spec, p in zip(loaded, plans, strict=True):
-            roles = {h.name: h.role for h in spec.fleet.hosts}
-            notices = report.held_notices(repo, spec.fleet) if args.repo else []
-            print(render.plan_markdown(p, roles, out_of_service=down[p.fleet], notices=notices))
-    else:
-        out = render.console()
-        for p in plans:
-            render.print_plan(p, out, out_of_service=down[p.fleet])
-    return EXIT_CHANGES if any(p.changed for p in plans) else EXIT_OK
-
-
-# --- comment -----------------------------------------------------------------------------------
-
-
-def cmd_comment(args: argparse.Namespace) -> int:
-    from reconciler import forge
-
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        comments = forge.split_comments(text)
-        env = args.token_env or forge.DEFAULT_TOKEN_ENV[args.forge]
-        token = forge.read_token(env=env, file=args.token_file)
-        client = forge.ForgeClient(args.forge, args.api, args.repository, token, args.timeout)
-    except (OSError, UnicodeDecodeError, forge.ForgeInputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    for fleet, body in comments:
-        print(f"fleet {fleet}: {client.upsert_comment(args.pr, body).describe()}")
-    return EXIT_OK
-
-
-# --- the engine ----------------------------------------------------------------------------
-
-
-def _store(args: argparse.Namespace) -> GitStore:
-    from reconciler.gitstore import GitStore, SshAccess
-
-    cache = Path(args.cache) if args.cache else default_cache(args.remote)
-    ssh = None
-    if args.git_ssh_key or args.git_known_hosts:
-        if not (args.git_ssh_key and args.git_known_hosts):
-            raise ConfigError("--git-ssh-key and --git-known-hosts go together")
-        ssh = SshAccess(Path(args.git_ssh_key), Path(args.git_known_hosts))
-    return GitStore(args.remote, cache / "repo.git", branch=args.branch, ssh=ssh)
-
-
-def default_cache(remote: str) -> Path:
-    import hashlib
-    import os
-
-    root = Path(
-        os.environ.get("RECONCILER_CACHE_DIR", Path.home() / ".cache" / "openclaw-reconciler")
-    )
-    return root / hashlib.sha256(remote.encode()).hexdigest()[:16]
-
-
-def cmd_reconcile(args: argparse.Namespace) -> int:
-    from reconciler.daemon import build_engine, run_until_settled
-
-    stop = _stop_on_signals()
-    engine = build_engine(args, _store(args))
-    try:
-        result = run_until_settled(
-            engine,
-            progress=not args.json,
-            max_passes=args.max_passes,
-            max_failures=args.retries + 1,
-            max_backoff=args.max_backoff,
-            stop=stop,
-        )
-        if result.phase == "Stopped":
-            engine.release()  # a standby (or the next run) takes over at once
-    finally:
-        engine.close()  # a status push still in flight reaches the remote first
-    if args.json:
-        render.emit_json(
-            {"phase": result.phase, "message": result.message, "commit": result.commit}
-        )
-    elif result.phase not in ("Complete", "Idle"):
-        print(f"{result.phase}: {result.message}", file=sys.stderr)
-    return {"Complete": EXIT_OK, "Idle": EXIT_OK}.get(
-        result.phase,
-        EXIT_CHANGES if result.phase in NOT_SETTLED else EXIT_INVALID,
-    )
-
-
-NOT_SETTLED = ("Progressing", "Paused", "Frozen", "Stopped")
-"""Phases a later run moves on from: `reconcile --once` exits 3 with them."""
-
-
-def _stop_on_signals() -> threading.Event:
-    """SIGTERM and SIGINT ask the run to stop after the step in hand (recorded, the lease
-    released), as the daemon does; a second one stops at once, and the transports kill the
-    command in hand on the way out, so no remote install goes on alone."""
-    import signal
-
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            sys.exit(128 + signum)
-        stop.set()
-        print("stopping after the step in hand (a second signal stops at once)", file=sys.stderr)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from reconciler import report
-    from reconciler.status import read_status
-
-    store = _store(args)
-    store.fetch()
-    if args.html:
-        from reconciler.page import collect, render_page
-
-        html = render_page([collect(store.repo, args.fleet)])
-        _write_atomically(Path(args.html), html)
-        print(f"wrote {args.html}: the fleet page of {args.fleet} ({len(html) // 1024} KiB)")
-        return EXIT_OK
-    doc = report.status_doc(read_status(store, args.fleet))
-    if args.json:
-        render.emit_json(doc)
-    else:
-        report.print_status(doc, render.console())
-    return EXIT_OK
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    from reconciler import report
-
-    store = _store(args)
-    store.fetch()
-    entries = list(report.history(store, args.fleet, args.n))
-    if args.json:
-        render.emit_json(entries)
-    else:
-        report.print_history(entries, render.console())
-    return EXIT_OK
-
-
-def cmd_unfreeze(args: argparse.Namespace) -> int:
-    from reconciler.status import Transition, read_status, write
-
-    store = _store(args)
-    store.fetch()
-    status = read_status(store, args.fleet)
-    if status.freeze is None:
-        print(f"fleet {args.fleet} is not frozen")
-        return EXIT_OK
-    t = Transition(args.fleet, f"unfrozen by operator: {args.reason}", phase="Progressing")
-    t.put("freeze.json", None)
-    record = status.rollout
-    if record is not None and record.phase == "Frozen":
-        t.put(
-            "rollout.json", record.model_copy(update={"phase": "Progressing", "message": t.subject})
-        )
-    commit = write(store, status, t)
-    print(f"unfrozen ({(commit or '')[:12]}): was {status.freeze.reason}")
-    return EXIT_OK
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    import logging
-
-    from reconciler.config import check_secret_files, load_config
-    from reconciler.daemon import run_daemon
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
-    config = load_config(Path(args.config))
-    check_secret_files(Path(args.config), config)
-    return run_daemon(config, signatures=args.trusted_signers)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from reconciler.demo import run
-
-    return run(Path(args.dir) if args.dir else None)
-
-
-def cmd_lb(args: argparse.Namespace) -> int:
-    from reconciler.lb import from_spec
-    from reconciler.lbshow import show
-
-    files = source.read_directory(Path(args.path))
-    loaded, problems = _load_all(files, require_lock=False)
-    if problems:
-        print(render.problems_text(problems), file=sys.stderr)
-        return EXIT_INVALID
-    for spec in loaded:
-        from reconciler.spec import server_name
-
-        servers = [server_name(h, p) for h, p in spec.fleet.profiles()]
-        show(from_spec(spec.fleet.load_balancer), render.console(), servers)
-    return EXIT_OK
 
 
 def _fleet_arg(text: str) -> str:

@@ -2,11 +2,8 @@
 
 Why it looks the way it does:
 
-* **Host keys are pinned.** Keys come only from the spec repo's known_hosts file (plain,
-  `[addr]:port` and hashed entries). An unknown key or a changed key raises `HostKeyError`
-  naming the host, the address and the offered key's fingerprint. There is no trust-on-first-use
-  (unknown keys are never added or merely warned about): a rollout must never talk to a host it
-  cannot identify.
+* **Host keys are pinned** (no trust-on-first-use): `reconciler.sshconnect` opens the
+  connection and maps every way that fails to a typed error; this module runs commands on it.
 * **One connection per host, reused.** A fresh SSH handshake costs ~70-85 ms; a command on a
   live connection ~5-7 ms once Nagle is off (we build the socket ourselves with TCP_NODELAY).
   Keepalives hold the connection through idle periods; when it dropped (sshd restarted, host
@@ -20,12 +17,8 @@ Why it looks the way it does:
   send `kill -s KILL -- -PGID` over a second channel on the same connection. This needs only a
   POSIX login shell and `kill`, which Linux and macOS hosts both have, unlike `setsid(1)` or
   `timeout(1)` (missing on macOS). If the host does not answer even that, the error says so.
-* **No shell injection.** The remote login shell receives one string; every value in it (argv,
-  env values, PATH entries) is quoted with `shlex.quote`, env names are validated, and env is
-  passed as `env NAME=VALUE ...` arguments so it works whatever sshd's AcceptEnv says.
-* **Missing programs are told apart from failing ones.** A small POSIX-sh prelude checks
-  `command -v argv[0]` with the final PATH and reports a marker on stderr, so a script that
-  itself exits 127 is not mistaken for a missing binary.
+* **No shell injection, missing programs told apart from failing ones**: see
+  `reconciler.sshcommand`, which builds the one string the remote login shell receives.
 
 Requirements on a host: OpenSSH, and a POSIX-like login shell for the user (sh, dash, bash, zsh,
 ksh: the defaults on Linux and macOS). Anything rc files print before our PID line is dropped.
@@ -37,8 +30,6 @@ import errno
 import logging
 import secrets
 import select
-import shlex
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -56,7 +47,15 @@ from reconciler.errors import (
     HostUnreachable,
     MissingBinary,
 )
-from reconciler.knownhosts import KnownHosts
+from reconciler.sshcommand import (
+    FILE_MISSING,
+    READ_SCRIPT,
+    StdoutSplitter,
+    command_line,
+    missing_marker,
+    pid_marker,
+)
+from reconciler.sshconnect import SSHEndpoint, connect, load_key
 from reconciler.transport import (
     DEFAULT_MAX_OUTPUT,
     BoundedBuffer,
@@ -72,58 +71,8 @@ _POLL_S = 0.2
 """Longest select() wait: how soon we notice an exit status that arrives without data."""
 _LINGER_S = 1.0
 """After the exit status, how long we keep reading output that a leftover child still holds."""
-_MAX_PREAMBLE = 64 * 1024
-"""Bytes of login-shell noise (rc files printing) tolerated before our PID line."""
-_FILE_MISSING = 66
 
 log = logging.getLogger(__name__)
-
-# paramiko's transport thread logs (with a traceback) every handshake we abandon on purpose,
-# e.g. a frozen host that never sends its banner. We raise a typed error for those already;
-# without any logging configured, Python's last-resort handler would print that noise to stderr.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-# Runs under /bin/sh with the final environment: "$1" is argv[0]. Prints a marker when it
-# cannot be found, so exit code 127 from the program itself is not mistaken for "missing".
-_PRELUDE = (
-    'command -v "$1" >/dev/null 2>&1 || '
-    '{{ printf "%s %s\\n" {marker} "$PATH" >&2; exit 127; }}; exec "$@"'
-)
-
-# Reads a file with a bound; `~` and `~/...` mean the host's HOME (which may differ from the
-# login directory, as on the test fleet). Exit 66 means "does not exist".
-_READ_SCRIPT = (
-    'case $1 in "~") set -- "$HOME" "$2";; "~/"*) set -- "$HOME/${1#"~/"}" "$2";; esac; '
-    f'[ -e "$1" ] || exit {_FILE_MISSING}; exec head -c "$2" -- "$1"'
-)
-
-
-class _RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
-    """Refuses every host whose key known_hosts does not list (paramiko calls this)."""
-
-    def __init__(self, host: str, known_hosts: Path, known: KnownHosts) -> None:
-        self.host = host
-        self.known_hosts = known_hosts
-        self.known = known
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        if self.known.is_revoked(key):
-            raise HostKeyError(self.host, _revoked(hostname, key, self.known_hosts))
-        raise HostKeyError(
-            self.host,
-            f"unknown host key: {hostname} offered {key.get_name()} {key.fingerprint}, "
-            f"which {self.known_hosts} does not list; verify the key out of band and add it "
-            "to known_hosts (refusing to connect)",
-        )
-
-
-def _revoked(hostname: str, key: paramiko.PKey, known_hosts: Path) -> str:
-    return (
-        f"REVOKED host key: {hostname} offered {key.get_name()} {key.fingerprint}, which "
-        f"{known_hosts} marks @revoked (refusing to connect)"
-    )
 
 
 @dataclass
@@ -133,43 +82,6 @@ class _Outcome:
     pid: int | None
     exit_code: int
     timed_out: bool
-
-
-class _StdoutSplitter:
-    """Separates our PID line (and any login-shell noise before it) from the command's stdout."""
-
-    def __init__(self, marker: bytes, sink: BoundedBuffer) -> None:
-        self.marker = marker
-        self.sink = sink
-        self.pid: int | None = None
-        self._head: bytearray | None = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        if self._head is None:
-            self.sink.feed(chunk)
-            return
-        self._head += chunk
-        start = self._head.find(self.marker)
-        end = self._head.find(b"\n", start) if start >= 0 else -1
-        if end >= 0:
-            digits = bytes(self._head[start + len(self.marker) : end])
-            self.pid = int(digits) if digits.isdigit() else None
-            rest = bytes(self._head[end + 1 :])
-            self._head = None
-            self.sink.feed(rest)
-        elif len(self._head) > _MAX_PREAMBLE:
-            self.finish()
-
-    @property
-    def searching(self) -> bool:
-        """Still reading the preamble: neither the PID line nor too much noise came yet."""
-        return self._head is not None
-
-    def finish(self) -> None:
-        """No PID line came: whatever arrived is the command's output."""
-        if self._head is not None:
-            head, self._head = bytes(self._head), None
-            self.sink.feed(head)
 
 
 class SSHTransport:
@@ -201,7 +113,6 @@ class SSHTransport:
         self.port = port
         self.user = user
         self.known_hosts = known_hosts
-        self._known = KnownHosts.parse(b"")
         self.key_file = key_file
         self.use_agent = use_agent
         self.connect_timeout = connect_timeout
@@ -248,7 +159,7 @@ class SSHTransport:
         channel = self._open_channel()
         started = time.monotonic()
         stdout, stderr = BoundedBuffer(max_output), BoundedBuffer(max_output)
-        splitter = _StdoutSplitter(_pid_marker(nonce).encode(), stdout)
+        splitter = StdoutSplitter(pid_marker(nonce).encode(), stdout)
         try:
             self._start(channel, command, args)
             outcome = _collect(channel, started + timeout, splitter, stderr)
@@ -285,9 +196,9 @@ class SSHTransport:
         )
 
     def read_file(self, path: str, *, max_bytes: int = DEFAULT_MAX_OUTPUT) -> bytes:
-        argv = ["sh", "-c", _READ_SCRIPT, "sh", path, str(max_bytes + 1)]
+        argv = ["sh", "-c", READ_SCRIPT, "sh", path, str(max_bytes + 1)]
         result = self.run(argv, timeout=self.read_timeout, max_output=max_bytes + 1)
-        if result.exit_code == _FILE_MISSING:
+        if result.exit_code == FILE_MISSING:
             raise FileNotFoundError(errno.ENOENT, f"{self.host}: no such file", path)
         if result.exit_code != 0:
             reason = result.error_text().strip() or f"exit code {result.exit_code}"
@@ -306,29 +217,7 @@ class SSHTransport:
 
     def command_line(self, args: tuple[str, ...], env: Mapping[str, str] | None, nonce: str) -> str:
         """The one string the remote login shell gets; every value in it is shlex-quoted."""
-        merged = {**self.base_env, **check_env(env)}
-        explicit_path = merged.pop("PATH", None)
-        words = [shlex.quote(f"{name}={value}") for name, value in merged.items()]
-        if explicit_path is not None:
-            words.append(shlex.quote("PATH=" + ":".join((*self.extra_path, explicit_path))))
-        elif self.extra_path:
-            # the host's own PATH stays, expanded by the remote shell after our prefix
-            words.append(shlex.quote("PATH=" + ":".join(self.extra_path) + ":") + '"$PATH"')
-        prelude = _PRELUDE.format(marker=shlex.quote(_missing_marker(nonce)))
-        return " ".join(
-            [
-                f"printf '%s%s\\n' {shlex.quote(_pid_marker(nonce))} \"$$\";",
-                "exec",
-                *(["env", "--", *words] if words else []),  # no env: one exec fewer (~1 ms)
-                "/bin/sh -c",
-                shlex.quote(prelude),
-                "sh",
-                *(shlex.quote(arg) for arg in args),
-                # stdin is /dev/null on the host, not the channel: nothing waits for input, and
-                # we never half-close a channel the command may already have closed (EOF race).
-                "</dev/null",
-            ]
-        )
+        return command_line(args, env, nonce, base_env=self.base_env, extra_path=self.extra_path)
 
     # --- connection ------------------------------------------------------------------------
 
@@ -391,113 +280,22 @@ class SSHTransport:
                 self._client = None
 
     def _connect(self) -> paramiko.SSHClient:
-        pkey = self._load_key()
-        client = paramiko.SSHClient()
-        try:
-            known = KnownHosts.parse(self.known_hosts.read_bytes())
-        except OSError as exc:
-            raise HostKeyError(
-                self.host, f"cannot read known_hosts {self.known_hosts}: {exc.strerror or exc}"
-            ) from exc
-        client.get_host_keys().update(known.pinned())  # a revoked key is never trusted
-        self._known = known
-        client.set_missing_host_key_policy(
-            _RejectUnknownHostKey(self.host, self.known_hosts, known)
+        if self.key_file is not None and self._pkey is None:
+            self._pkey = load_key(self.host, self.key_file)
+        endpoint = SSHEndpoint(
+            host=self.host,
+            address=self.address,
+            port=self.port,
+            user=self.user,
+            known_hosts=self.known_hosts,
+            key_file=self.key_file,
+            use_agent=self.use_agent,
+            connect_timeout=self.connect_timeout,
+            keepalive_s=self.keepalive_s,
         )
-        sock = self._open_socket()
-        try:
-            client.connect(
-                self.address,
-                port=self.port,
-                username=self.user,
-                sock=sock,
-                pkey=pkey,
-                allow_agent=self.use_agent,
-                look_for_keys=False,
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-                channel_timeout=self.connect_timeout,
-            )
-        except BaseException as exc:
-            client.close()
-            sock.close()
-            raise self._connect_error(exc) from exc
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(self.keepalive_s)
+        client = connect(endpoint, self._pkey)
         self.connect_count += 1
         return client
-
-    def _connect_error(self, exc: BaseException) -> BaseException:
-        """Translate what paramiko raised during connect into our typed host errors."""
-        if isinstance(exc, HostKeyError):
-            return exc
-        if isinstance(exc, paramiko.BadHostKeyException) and self._known.is_revoked(exc.key):
-            return HostKeyError(self.host, _revoked(self.target, exc.key, self.known_hosts))
-        if isinstance(exc, paramiko.BadHostKeyException):
-            return HostKeyError(
-                self.host,
-                f"host key CHANGED for {self.address}:{self.port}: {self.known_hosts} lists "
-                f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, the host offered "
-                f"{exc.key.get_name()} {exc.key.fingerprint}. Either the host was reinstalled or "
-                "someone is intercepting the connection; verify before updating known_hosts",
-            )
-        if isinstance(exc, paramiko.AuthenticationException) or (
-            isinstance(exc, paramiko.SSHException) and "authentication methods" in str(exc)
-        ):
-            return AuthenticationError(
-                self.host, f"{self.target} refused our credentials ({self._credentials()}): {exc}"
-            )
-        if isinstance(exc, paramiko.SSHException | EOFError | OSError):
-            detail = str(exc) or type(exc).__name__
-            if detail == "No existing session":  # paramiko's words for "handshake timed out"
-                detail = "no SSH handshake (the server accepted the connection but never spoke)"
-            return HostUnreachable(
-                self.host,
-                f"SSH handshake with {self.target} failed within {self.connect_timeout:g}s: "
-                f"{detail}",
-            )
-        return exc
-
-    def _credentials(self) -> str:
-        parts = [f"key {self.key_file}"] if self.key_file is not None else []
-        if self.use_agent:
-            parts.append("ssh-agent")
-        return ", ".join(parts)
-
-    def _load_key(self) -> paramiko.PKey | None:
-        if self.key_file is None:
-            return None
-        if self._pkey is None:
-            try:
-                self._pkey = paramiko.PKey.from_path(self.key_file)
-            except (OSError, paramiko.SSHException, ValueError) as exc:
-                raise AuthenticationError(
-                    self.host, f"cannot load key {self.key_file}: {exc}"
-                ) from exc
-        return self._pkey
-
-    def _open_socket(self) -> socket.socket:
-        try:
-            sock = socket.create_connection((self.address, self.port), timeout=self.connect_timeout)
-        except ConnectionRefusedError as exc:
-            raise HostUnreachable(
-                self.host, f"connection refused by {self.address}:{self.port} (is sshd running?)"
-            ) from exc
-        except TimeoutError as exc:
-            raise HostUnreachable(
-                self.host,
-                f"no TCP answer from {self.address}:{self.port} within {self.connect_timeout:g}s",
-            ) from exc
-        except OSError as exc:
-            raise HostUnreachable(
-                self.host, f"cannot connect to {self.address}:{self.port}: {exc.strerror or exc}"
-            ) from exc
-        # Nagle + delayed ACK turn every small request/response into ~40 ms; SSH is all small.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return sock
 
     # --- one command -----------------------------------------------------------------------
 
@@ -561,7 +359,7 @@ class SSHTransport:
         return f"remote process group {pid} killed"
 
     def _check_missing(self, args: tuple[str, ...], outcome: _Outcome, nonce: str) -> None:
-        marker = _missing_marker(nonce).encode()
+        marker = missing_marker(nonce).encode()
         stderr = outcome.stderr.getvalue()
         if outcome.exit_code != 127 or marker not in stderr:
             return
@@ -581,7 +379,7 @@ def _close_quietly(channel: paramiko.Channel, host: str) -> None:
 
 
 def _await_pid(
-    channel: paramiko.Channel, splitter: _StdoutSplitter, stderr: BoundedBuffer, wait: float
+    channel: paramiko.Channel, splitter: StdoutSplitter, stderr: BoundedBuffer, wait: float
 ) -> int | None:
     """The command's PID, when we are stopped before its PID line was read.
 
@@ -603,16 +401,8 @@ def _await_pid(
     return splitter.pid
 
 
-def _pid_marker(nonce: str) -> str:
-    return f"__reconciler_pid_{nonce}__="
-
-
-def _missing_marker(nonce: str) -> str:
-    return f"__reconciler_missing_{nonce}__"
-
-
 def _collect(
-    channel: paramiko.Channel, deadline: float, splitter: _StdoutSplitter, stderr: BoundedBuffer
+    channel: paramiko.Channel, deadline: float, splitter: StdoutSplitter, stderr: BoundedBuffer
 ) -> _Outcome:
     """Read stdout (through `splitter`, which finds our PID line) and stderr into bounded
     buffers until the command's exit or the deadline."""
@@ -625,7 +415,7 @@ def _collect(
 
 
 def _pump(
-    channel: paramiko.Channel, out: _StdoutSplitter, err: BoundedBuffer, deadline: float
+    channel: paramiko.Channel, out: StdoutSplitter, err: BoundedBuffer, deadline: float
 ) -> bool:
     """Read until EOF (or exit plus linger); True when the deadline passed first."""
     wakeup = channel.fileno()  # readable when stdout or stderr data (or EOF) arrived
@@ -644,7 +434,7 @@ def _pump(
     return False
 
 
-def _drain(channel: paramiko.Channel, out: _StdoutSplitter, err: BoundedBuffer) -> None:
+def _drain(channel: paramiko.Channel, out: StdoutSplitter, err: BoundedBuffer) -> None:
     while channel.recv_ready():
         out.feed(channel.recv(_READ_CHUNK))
     while channel.recv_stderr_ready():
