@@ -145,6 +145,9 @@ def test_a_changed_or_forged_recovery_point_is_refused_before_anything_stops(
     fleet, host, transport = setup(node)
     installed = at(fleet, host, transport, "2026.4.2")
     operations.restart_host(fleet, host, transport)
+    # Up before anything else: a gateway still starting answers /startupz 503, which the end
+    # of this test would take for one that was stopped.
+    operations.wait_ready(fleet, host, host.profiles[0], transport, timeout=60)
     [point] = recovery.take(fleet, host, transport, seq=1, installed=installed)
     if forgery == "changed":
         with Path(point.archive).open("ab") as archive:
