@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler import facts, operations, readiness, recovery
+from reconciler import facts, operations, productfacts, readiness, recovery
 from reconciler.connect import transport_for
 from reconciler.documents import Installed, Readiness, RecoveryPoint
 from reconciler.errors import ReconcilerError
@@ -103,7 +103,7 @@ class FleetAgent:
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: readiness.Doctors | None = None,
-        seen: facts.TreeAndProbes | None = None,
+        seen: productfacts.TreeAndProbes | None = None,
     ) -> Readiness:
         return readiness.observe(
             self.fleet,
@@ -127,7 +127,7 @@ class FleetAgent:
     def installed(self, host: Host) -> Installed:
         t = self.transport(host)
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
-        return facts.installed_view(t, host, prefix, timeout=self._quick())
+        return productfacts.installed_view(t, host, prefix, timeout=self._quick())
 
     def glance(self, host: Host) -> InstalledAndLive:
         got = self._read_glance(host)
@@ -137,16 +137,16 @@ class FleetAgent:
         }
         return got.tree.installed, live
 
-    def await_ready(self, host: Host, *, wait_s: float) -> facts.TreeAndProbes | None:
+    def await_ready(self, host: Host, *, wait_s: float) -> productfacts.TreeAndProbes | None:
         try:
             return self._read_glance(host, wait_s=wait_s)
         except readiness.PRODUCT_ERRORS:
             return None
 
-    def _read_glance(self, host: Host, *, wait_s: float = 0.0) -> facts.TreeAndProbes:
+    def _read_glance(self, host: Host, *, wait_s: float = 0.0) -> productfacts.TreeAndProbes:
         t = self.transport(host)
         prefix = facts.resolve_prefix(t, host, timeout=self._quick())
-        fact = facts.glance(prefix, [p.port for p in host.profiles], wait_s=wait_s)
+        fact = productfacts.glance(prefix, [p.port for p in host.profiles], wait_s=wait_s)
         return facts.gather(t, fact, timeout=self._quick() + wait_s)
 
     def node_version(self, host: Host) -> str:

@@ -21,18 +21,17 @@ trip instead of three.
 
 from __future__ import annotations
 
-import functools
 import json
 import posixpath
 import re
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from reconciler import tree
-from reconciler.documents import Finding, Installed, PluginState, Severity
+from reconciler.documents import Installed
 from reconciler.errors import CommandFailed, FactParseError
 from reconciler.spec import CORE, NPM_NAME, Host, Profile
 from reconciler.transport import CommandResult, Transport, describe
@@ -47,62 +46,14 @@ EXCERPT = 160
 # takes ~8 s, `npm ls` on a real install ~1-2 s, probes are loopback HTTP.
 QUICK_S = 30.0
 NPM_LS_S = 90.0
-DOCTOR_S = 120.0
-PROBE_S = 15.0
-HEALTH_S = 30.0
 
 # Output bounds (bytes, per stream): far above any real output, far below memory trouble.
 SMALL_OUTPUT = 64 * 1024
-PROBE_OUTPUT = 512 * 1024
 REPORT_OUTPUT = 4 * 1024 * 1024
 TREE_OUTPUT = 16 * 1024 * 1024
 
-PROBE_BODY_CHARS = 64 * 1024
-PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
-_NPM_NAME = re.compile(NPM_NAME)
+NPM_NAME_RE = re.compile(NPM_NAME)
 VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,64}\Z")  # \Z: `$` would let "1.2.3\n" through
-_SEVERITIES: dict[str, Severity] = {
-    "info": "info",
-    "warning": "warning",
-    "warn": "warning",
-    "error": "error",
-}
-
-# `get(port, path)`: GET 127.0.0.1:<port><path> -> {path, status, body} or {path, status: null,
-# error}; `all(port)`: every path of `paths`; `print(x)`: one line of JSON.
-_PROBE_GET = (
-    "const http=require('http');const max=" + str(PROBE_BODY_CHARS) + ";"
-    "const get=(port,p)=>new Promise((done)=>{"
-    "const req=http.get({host:'127.0.0.1',port:Number(port),path:p,timeout:Number(ms)},(res)=>{"
-    "let body='';res.setEncoding('utf8');"
-    "res.on('data',(c)=>{if(body.length<max)body+=c;});"
-    "res.on('end',()=>done({path:p,status:res.statusCode,body:body.slice(0,max)}));"
-    "res.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
-    "req.on('timeout',()=>req.destroy(new Error('timeout after '+ms+' ms')));"
-    "req.on('error',(e)=>done({path:p,status:null,error:String(e.code||e.message)}));});"
-    "const all=(port)=>Promise.all(paths.map((p)=>get(port,p)));"
-    "const print=(x)=>process.stdout.write(JSON.stringify(x)+'\\n');"
-)
-# Fetches the paths once and prints one JSON array of their results. argv: port, timeout ms,
-# paths...
-PROBE_SCRIPT = (
-    "const [port,ms,...paths]=process.argv.slice(1);" + _PROBE_GET + "all(port).then(print);"
-)
-# A glance: the probes of every port and the tree (tree.TREE_FUNCTION), in one process; with
-# `wait` ms > 0, taken once every port's /readyz answers 200 or `wait` has passed, asking every
-# `every` ms. argv: mods, prefix, maxDirs, timeout ms, ports (comma-separated), wait ms,
-# every ms, paths... Prints {tree: {...}, probes: [[...] per port]}.
-GLANCE_SCRIPT = (
-    tree.TREE_FUNCTION
-    + "const [mods,prefix,maxDirs,ms,ports,wait,every,...paths]=process.argv.slice(1);"
-    + _PROBE_GET
-    + "const ps=ports.split(','),until=Date.now()+Number(wait);"
-    "const done=()=>Promise.all(ps.map((p)=>all(p)))"
-    ".then((r)=>print({tree:readTree(mods,prefix,maxDirs),probes:r}));"
-    "const loop=()=>Promise.all(ps.map((p)=>get(p,'/readyz'))).then((r)=>"
-    "(r.every((x)=>x.status===200)||Date.now()>=until)?done():setTimeout(loop,Number(every)));"
-    "Number(wait)>0?loop():done();"
-)
 
 # df on the nearest existing ancestor of $1 (a prefix may not exist before the first install).
 DF_SCRIPT = 'p=$1; while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done; exec df -Pk -- "$p"'
@@ -143,64 +94,6 @@ def profile_env(profile: Profile) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Doctor:
-    """`openclaw doctor --json` or `doctor --post-upgrade --json`, as read."""
-
-    findings: tuple[Finding, ...]
-    ok: bool | None = None
-    checks_run: int | None = None
-
-
-@dataclass(frozen=True)
-class Health:
-    """`openclaw health --json`: reachable or not (a result, not an error), and its verdict."""
-
-    reachable: bool
-    ok: bool | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One HTTP GET against the gateway: status (None when no answer) and the JSON body."""
-
-    path: str
-    status: int | None
-    body: Mapping[str, Any] | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-
-@dataclass(frozen=True)
-class Probes:
-    """The gateway's /healthz, /readyz and /startupz at one moment."""
-
-    healthz: Probe
-    readyz: Probe
-    startupz: Probe
-
-    @property
-    def running_version(self) -> str | None:
-        """The version the RUNNING gateway reports (/startupz answers it on 200 and 503)."""
-        version = (self.startupz.body or {}).get("version")
-        return version if isinstance(version, str) and VERSION_RE.match(version) else None
-
-    @property
-    def uptime_ms(self) -> int | None:
-        uptime = (self.startupz.body or self.readyz.body or {}).get("uptimeMs")
-        return uptime if isinstance(uptime, int) and not isinstance(uptime, bool) else None
-
-    def summary(self) -> str:
-        return ", ".join(f"{p.path} {p.status or p.error}" for p in self)
-
-    def __iter__(self) -> Iterator[Probe]:
-        return iter((self.healthz, self.readyz, self.startupz))
-
-
-@dataclass(frozen=True)
 class DiskFree:
     """Free space on the filesystem holding a path (`df -Pk`)."""
 
@@ -223,7 +116,9 @@ class DiskFree:
 # --- shared parsing helpers ---------------------------------------------------------------------
 
 
-def _fail(host: str, result: CommandResult, what: str, text: str | bytes = b"") -> FactParseError:
+def parse_error(
+    host: str, result: CommandResult, what: str, text: str | bytes = b""
+) -> FactParseError:
     shown = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
     excerpt = shown.strip()[:EXCERPT]
     tail = f"; output starts: {excerpt!r}" if excerpt else ""
@@ -234,27 +129,33 @@ def output_text(host: str, result: CommandResult, *, max_bytes: int = TREE_OUTPU
     """stdout as text; FactParseError when it was truncated, is too big, or is not UTF-8 text."""
     data = result.stdout
     if result.truncated or len(data) > max_bytes:
-        raise _fail(host, result, f"output too large (over {max_bytes} bytes)", data[:EXCERPT])
+        raise parse_error(
+            host, result, f"output too large (over {max_bytes} bytes)", data[:EXCERPT]
+        )
     if b"\0" in data:
-        raise _fail(host, result, "binary output (NUL bytes)", data[:EXCERPT])
+        raise parse_error(host, result, "binary output (NUL bytes)", data[:EXCERPT])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _fail(host, result, f"output is not UTF-8 ({exc.reason})", data[:EXCERPT]) from None
+        raise parse_error(
+            host, result, f"output is not UTF-8 ({exc.reason})", data[:EXCERPT]
+        ) from None
 
 
 def json_object(host: str, result: CommandResult, *, max_bytes: int) -> dict[str, Any]:
     """The one JSON object a command printed (noise before it, e.g. warnings, is skipped)."""
     text = output_text(host, result, max_bytes=max_bytes)
-    document = _decode_json(text)
+    document = decode_json(text)
     if document is None:
-        raise _fail(host, result, "expected one JSON object, got something else", text)
+        raise parse_error(host, result, "expected one JSON object, got something else", text)
     if not isinstance(document, dict):
-        raise _fail(host, result, f"expected a JSON object, got {type(document).__name__}", text)
+        raise parse_error(
+            host, result, f"expected a JSON object, got {type(document).__name__}", text
+        )
     return document
 
 
-def _decode_json(text: str) -> Any:
+def decode_json(text: str) -> Any:
     """The whole text as JSON, else the JSON value starting at the first line that opens one."""
     stripped = text.strip()
     if not stripped:
@@ -274,11 +175,13 @@ def _decode_json(text: str) -> Any:
     return None
 
 
-def _field(host: str, result: CommandResult, data: Mapping[str, Any], key: str, kind: type) -> Any:
+def typed_field(
+    host: str, result: CommandResult, data: Mapping[str, Any], key: str, kind: type
+) -> Any:
     value = data.get(key)
     if not isinstance(value, kind):
         shown = json.dumps(value)[:60]
-        raise _fail(host, result, f"`{key}` should be a JSON {kind.__name__}, got {shown}")
+        raise parse_error(host, result, f"`{key}` should be a JSON {kind.__name__}, got {shown}")
     return value
 
 
@@ -294,7 +197,7 @@ def parse_node(host: str, result: CommandResult) -> str:
     text = output_text(host, result, max_bytes=SMALL_OUTPUT)
     version = parse_node_version(text) if result.ok else None
     if version is None:
-        raise _fail(host, result, f"no node version (exit {result.exit_code})", text)
+        raise parse_error(host, result, f"no node version (exit {result.exit_code})", text)
     return version
 
 
@@ -308,7 +211,7 @@ def parse_openclaw(host: str, result: CommandResult) -> str:
     text = output_text(host, result, max_bytes=SMALL_OUTPUT)
     version = parse_openclaw_banner(text) if result.ok else None
     if version is None:
-        raise _fail(host, result, f"no OpenClaw version (exit {result.exit_code})", text)
+        raise parse_error(host, result, f"no OpenClaw version (exit {result.exit_code})", text)
     return version
 
 
@@ -320,7 +223,7 @@ def npm_global_prefix() -> Fact[str]:
 def parse_prefix(host: str, result: CommandResult) -> str:
     text = output_text(host, result, max_bytes=SMALL_OUTPUT).strip()
     if not result.ok or not text.startswith("/") or "\n" in text:
-        raise _fail(host, result, f"no absolute prefix (exit {result.exit_code})", text)
+        raise parse_error(host, result, f"no absolute prefix (exit {result.exit_code})", text)
     return text
 
 
@@ -332,7 +235,7 @@ def user_id() -> Fact[int]:
 def parse_uid(host: str, result: CommandResult) -> int:
     text = output_text(host, result, max_bytes=SMALL_OUTPUT).strip()
     if not result.ok or not text.isdigit():
-        raise _fail(host, result, f"not a uid (exit {result.exit_code})", text)
+        raise parse_error(host, result, f"not a uid (exit {result.exit_code})", text)
     return int(text)
 
 
@@ -387,7 +290,7 @@ def installed_core_version(transport: Transport, prefix: str) -> str | None:
     result = CommandResult(("cat", path), 0, data, b"", 0.0, truncated=False)
     version = json_object(transport.host, result, max_bytes=SMALL_OUTPUT).get("version")
     if not isinstance(version, str) or not VERSION_RE.match(version):
-        raise _fail(transport.host, result, "package.json has no valid `version`", data)
+        raise parse_error(transport.host, result, "package.json has no valid `version`", data)
     return version
 
 
@@ -430,10 +333,10 @@ def _parser_of_copies(modules: str) -> Callable[[str, CommandResult], Installed]
             match = _COPY_LINE.match(line.strip())
             if match is None:
                 if line.strip():
-                    raise _fail(host, result, f"unexpected line from find: {line[:120]!r}")
+                    raise parse_error(host, result, f"unexpected line from find: {line[:120]!r}")
                 continue
             if not VERSION_RE.match(match["version"]):
-                raise _fail(
+                raise parse_error(
                     host, result, f"nested openclaw without a valid version: {line[:120]!r}"
                 )
             found.append(f"{posixpath.relpath(match['path'], lib)}@{match['version']}")
@@ -454,7 +357,7 @@ def parse_host_tree(host: str, result: CommandResult) -> tree.HostTree:
     try:
         return tree.parse_result(result, text)
     except tree.TreeError as exc:
-        raise _fail(host, result, str(exc), text or result.stderr) from None
+        raise parse_error(host, result, str(exc), text or result.stderr) from None
 
 
 def installed(transport: Transport, prefix: str, *, timeout: float) -> Installed:
@@ -488,13 +391,13 @@ def parse_npm_ls(host: str, result: CommandResult) -> Installed:
     doc = json_object(host, result, max_bytes=TREE_OUTPUT)
     deps = doc.get("dependencies", {})
     if not isinstance(deps, dict):
-        raise _fail(host, result, "`dependencies` is not an object", json.dumps(deps)[:200])
+        raise parse_error(host, result, "`dependencies` is not an object", json.dumps(deps)[:200])
     error = doc.get("error")
     if isinstance(error, dict) and not _tolerated(error, deps):
         summary = str(error.get("summary", "")).strip()[:300]
         raise CommandFailed(host, f"`{describe(result.argv)}`: npm {error.get('code')}: {summary}")
     if not result.ok and not isinstance(error, dict):
-        raise _fail(host, result, f"npm ls exited {result.exit_code} without an error report")
+        raise parse_error(host, result, f"npm ls exited {result.exit_code} without an error report")
     root = doc.get("path") if isinstance(doc.get("path"), str) else None
     tree = _Tree(host, result, root)
     return Installed(
@@ -526,12 +429,12 @@ class _Tree:
         if node is None:
             return None
         if not isinstance(node, dict):
-            raise _fail(self.host, self.result, f"entry for {name} is not an object")
+            raise parse_error(self.host, self.result, f"entry for {name} is not an object")
         version = node.get("version")
         if version is None and node.get("missing"):
             return None
         if not isinstance(version, str) or not VERSION_RE.match(version):
-            raise _fail(self.host, self.result, f"{name} has no valid version: {version!r}")
+            raise parse_error(self.host, self.result, f"{name} has no valid version: {version!r}")
         return version
 
     def walk(self, deps: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -544,7 +447,7 @@ class _Tree:
                 continue
             name, node = entry
             if not isinstance(node, dict):
-                raise _fail(self.host, self.result, f"entry for {name} is not an object")
+                raise parse_error(self.host, self.result, f"entry for {name} is not an object")
             yield name, node
             children = node.get("dependencies")
             if isinstance(children, dict) and children:
@@ -560,7 +463,9 @@ class _Tree:
                 continue
             path = node.get("path")
             if not isinstance(path, str):
-                raise _fail(self.host, self.result, "an openclaw entry has no `path` (no --long?)")
+                raise parse_error(
+                    self.host, self.result, "an openclaw entry has no `path` (no --long?)"
+                )
             if path != top_path:
                 found.add(f"{self._relative(path)}@{self.version_of(node, CORE)}")
         return sorted(found)
@@ -582,294 +487,6 @@ class _Tree:
         return text.replace(self.root + "/", "") if self.root else text
 
 
-# --- doctor and health --------------------------------------------------------------------------
-
-
-def doctor(env: Mapping[str, str] | None = None) -> Fact[Doctor]:
-    """`openclaw doctor --json` (exit code ignored: the findings decide)."""
-    argv = ("openclaw", "doctor", "--json")
-    return Fact("doctor", argv, parse_doctor, DOCTOR_S, REPORT_OUTPUT, dict(env or {}))
-
-
-def post_upgrade(env: Mapping[str, str] | None = None) -> Fact[Doctor]:
-    """`openclaw doctor --post-upgrade --json` (exits 1 on error findings; still a report)."""
-    argv = ("openclaw", "doctor", "--post-upgrade", "--json")
-    return Fact("post-upgrade doctor", argv, parse_doctor, DOCTOR_S, REPORT_OUTPUT, dict(env or {}))
-
-
-def parse_doctor(host: str, result: CommandResult) -> Doctor:
-    """Either doctor shape: `{ok, checksRun, findings}` or `{probesRun, findings}`."""
-    doc = json_object(host, result, max_bytes=REPORT_OUTPUT)
-    items = _field(host, result, doc, "findings", list)
-    ok = doc.get("ok")
-    checks = doc.get("checksRun")
-    return Doctor(
-        findings=tuple(parse_finding(host, result, item) for item in items),
-        ok=ok if isinstance(ok, bool) else None,
-        checks_run=checks if isinstance(checks, int) and not isinstance(checks, bool) else None,
-    )
-
-
-def parse_finding(host: str, result: CommandResult, item: object) -> Finding:
-    """A finding as doctor (`checkId`/`severity`) or post-upgrade (`code`/`level`) writes it."""
-    if not isinstance(item, dict):
-        raise _fail(host, result, f"a finding is not an object: {json.dumps(item)[:80]}")
-    check_id = item.get("checkId", item.get("code"))
-    severity = _SEVERITIES.get(str(item.get("severity", item.get("level"))))
-    if not isinstance(check_id, str) or not check_id or severity is None:
-        raise _fail(
-            host, result, f"a finding lacks checkId or a known severity: {json.dumps(item)[:120]}"
-        )
-    message = item.get("message")
-    hint = item.get("fixHint")
-    return Finding(
-        check_id=check_id,
-        severity=severity,
-        message=message if isinstance(message, str) else "",
-        fix_hint=hint if isinstance(hint, str) else None,
-    )
-
-
-def health(env: Mapping[str, str] | None = None) -> Fact[Health]:
-    """`openclaw health --json` (needs OPENCLAW_GATEWAY_PORT, maybe OPENCLAW_GATEWAY_TOKEN)."""
-    argv = ("openclaw", "health", "--json")
-    return Fact("health", argv, parse_health, HEALTH_S, REPORT_OUTPUT, dict(env or {}))
-
-
-def parse_health(host: str, result: CommandResult) -> Health:
-    """A snapshot when one was printed; a non-zero exit without one means unreachable."""
-    text = output_text(host, result, max_bytes=REPORT_OUTPUT)
-    snapshot = _decode_json(text)
-    if not isinstance(snapshot, dict):
-        if result.ok:
-            raise _fail(host, result, "exit 0 but no JSON snapshot", text)
-        why = result.error_text().strip().splitlines()
-        return Health(reachable=False, detail=(why[0] if why else f"exit {result.exit_code}")[:300])
-    ok = _field(host, result, snapshot, "ok", bool)
-    return Health(reachable=True, ok=ok)
-
-
-# --- plugins as the product sees them -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plugin:
-    """One plugin of `openclaw plugins list --json`: what the product found and loads."""
-
-    id: str
-    version: str | None
-    origin: str
-    """`bundled` (ships with the core), `global` (a tracked install), ..."""
-    status: str
-    """`loaded`, `disabled`, `error`, ..."""
-    enabled: bool
-    install_spec: str | None = None
-    """The npm spec of a tracked install (`@openclaw/discord@2026.9.5`)."""
-    missing: tuple[str, ...] = ()
-    """Dependencies the product found missing (`dependencyStatus.missing`)."""
-
-    @property
-    def npm_name(self) -> str:
-        """The npm package: from the tracked install's spec, else the first-party scope."""
-        spec = self.install_spec or ""
-        name, at, _ = spec.rpartition("@")
-        for candidate in (name if at else "", spec):
-            if candidate and _NPM_NAME.fullmatch(candidate):
-                return candidate
-        return f"@openclaw/{self.id}"
-
-    def state(self) -> PluginState:
-        return PluginState(
-            id=self.id,
-            name=self.npm_name,
-            version=self.version,
-            origin=self.origin,
-            status=self.status,
-            enabled=self.enabled,
-            missing=list(self.missing),
-        )
-
-
-def plugins(env: Mapping[str, str] | None = None) -> Fact[tuple[Plugin, ...]]:
-    """`openclaw plugins list --json`: a cold inventory (it does not prove the running gateway
-    imported a plugin; health's `plugins.loaded` does)."""
-    argv = ("openclaw", "plugins", "list", "--json")
-    return Fact("plugins", argv, parse_plugins, HEALTH_S, REPORT_OUTPUT, dict(env or {}))
-
-
-def parse_plugins(host: str, result: CommandResult) -> tuple[Plugin, ...]:
-    doc = json_object(host, result, max_bytes=REPORT_OUTPUT)
-    items = _field(host, result, doc, "plugins", list)
-    return tuple(_plugin(host, result, item) for item in items)
-
-
-def _plugin(host: str, result: CommandResult, item: object) -> Plugin:
-    if not isinstance(item, dict):
-        raise _fail(host, result, f"a plugin is not an object: {json.dumps(item)[:80]}")
-    plugin_id = _field(host, result, item, "id", str)
-    version = item.get("version")
-    trust = item.get("trust")
-    spec = trust.get("installSpec") if isinstance(trust, dict) else None
-    deps = item.get("dependencyStatus")
-    missing = deps.get("missing") if isinstance(deps, dict) else None
-    return Plugin(
-        id=plugin_id,
-        version=version if isinstance(version, str) and VERSION_RE.match(version) else None,
-        origin=_field(host, result, item, "origin", str),
-        status=_field(host, result, item, "status", str),
-        enabled=_field(host, result, item, "enabled", bool),
-        install_spec=spec if isinstance(spec, str) else None,
-        missing=tuple(str(m) for m in missing) if isinstance(missing, list) else (),
-    )
-
-
-def product_view(tree: Installed, listings: Mapping[str, Sequence[PluginState]]) -> Installed:
-    """The host's install as the product runs it: the core (and npm's problems) from the npm
-    tree, the plugins from each profile's `plugins list` (non-bundled ones, where every
-    profile agrees on the version; one that profiles disagree on is left out, so it differs
-    from any pin), and every `@openclaw/*` npm copy beside the core as a stray."""
-    versions: dict[str, set[str | None]] = {}
-    for states in listings.values():
-        for plugin in states:
-            versions.setdefault(plugin.name, set()).add(plugin.version)
-    for states in listings.values():  # a plugin one profile lacks: profiles disagree
-        for name in set(versions) - {p.name for p in states}:
-            versions[name].add(None)
-    agreed = {n: v.pop() for n, v in versions.items() if len(v) == 1 and None not in v}
-    strays = [f"{n}@{v}" for n, v in sorted(tree.plugins.items()) if n.startswith("@openclaw/")]
-    return tree.model_copy(update={"plugins": dict(sorted(agreed.items())), "strays": strays})
-
-
-def tree_agrees(tree: Installed, view: Installed) -> bool:
-    """Does an npm tree read now (a glance) agree with what `view` (a product view made
-    earlier) took from the tree: the core, the second copies, the strays? (Plugins come
-    from the product's list, which a glance does not read.)"""
-    again = product_view(tree, {})
-    return (again.core, again.duplicates, again.strays) == (view.core, view.duplicates, view.strays)
-
-
-def plugin_states(listed: Sequence[Plugin]) -> list[PluginState]:
-    """The non-bundled plugins of one profile (bundled ones ship with the core)."""
-    return [p.state() for p in listed if p.origin != "bundled"]
-
-
-def installed_view(transport: Transport, host: Host, prefix: str, *, timeout: float) -> Installed:
-    """`product_view` read now: the tree, then every profile's plugin list (concurrently;
-    none without a core, which lists them)."""
-    tree_ = installed(transport, prefix, timeout=timeout)
-    if tree_.core is None:
-        return product_view(tree_, {})
-    with ThreadPoolExecutor(len(host.profiles), thread_name_prefix="installed") as pool:
-        lists = {
-            p.key(): pool.submit(gather, transport, plugins(profile_env(p)), timeout=timeout)
-            for p in host.profiles
-        }
-        return product_view(tree_, {k: plugin_states(f.result()) for k, f in lists.items()})
-
-
-# --- HTTP probes --------------------------------------------------------------------------------
-
-
-def probes(port: int, *, request_timeout_s: float = 5.0) -> Fact[Probes]:
-    """GET /healthz, /readyz and /startupz on 127.0.0.1:`port`, from the host itself."""
-    ms = str(max(1, int(request_timeout_s * 1000)))
-    argv = ("node", "-e", PROBE_SCRIPT, "--", str(port), ms, *PROBE_PATHS)
-    return Fact("probes", argv, parse_probes, PROBE_S, PROBE_OUTPUT)
-
-
-def _ms(seconds_: float) -> str:
-    return str(max(1, int(seconds_ * 1000)))
-
-
-def parse_probes(host: str, result: CommandResult) -> Probes:
-    text = output_text(host, result, max_bytes=PROBE_OUTPUT)
-    return _probes_of(host, result, _decode_json(text) if result.ok else None, text)
-
-
-def _probes_of(host: str, result: CommandResult, items: object, text: str) -> Probes:
-    if not isinstance(items, list) or len(items) != len(PROBE_PATHS):
-        raise _fail(
-            host, result, f"no probe results (exit {result.exit_code})", text or result.stderr
-        )
-    by_path = {p.path: p for p in (_probe(host, result, item) for item in items)}
-    if set(by_path) != set(PROBE_PATHS):
-        raise _fail(host, result, f"probe results for {sorted(by_path)}", text)
-    return Probes(by_path["/healthz"], by_path["/readyz"], by_path["/startupz"])
-
-
-def _probe(host: str, result: CommandResult, item: object) -> Probe:
-    if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-        raise _fail(host, result, f"malformed probe result {json.dumps(item)[:80]}")
-    status = item.get("status")
-    if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
-        raise _fail(host, result, f"probe status is not a number: {status!r}")
-    body = _decode_json(item["body"]) if isinstance(item.get("body"), str) else None
-    error = item.get("error")
-    return Probe(
-        path=item["path"],
-        status=status,
-        body=body if isinstance(body, dict) else None,
-        error=str(error) if error is not None else None,
-    )
-
-
-@dataclass(frozen=True)
-class TreeAndProbes:
-    """The installed tree and the probes of every profile, from one process (`glance`)."""
-
-    tree: tree.HostTree
-    probes: tuple[Probes, ...]
-    """One per port asked, in that order."""
-
-
-def glance(
-    prefix: str,
-    ports: Sequence[int],
-    *,
-    wait_s: float = 0.0,
-    every_s: float = 0.02,
-    request_timeout_s: float = 5.0,
-) -> Fact[TreeAndProbes]:
-    """`probes(port)` for each port and `host_tree(prefix)`, in ONE `node -e`: what a check
-    that a recorded readiness still holds needs, for the price of one process. With `wait_s`,
-    taken once every port is ready (or after `wait_s`), polling from the host every `every_s`:
-    readiness is seen within ~20 ms of happening, and what a verify reads next comes with it."""
-    argv = (
-        "node",
-        "-e",
-        GLANCE_SCRIPT,
-        "--",
-        *tree.arguments(prefix),
-        _ms(request_timeout_s),
-        ",".join(str(p) for p in ports),
-        str(int(wait_s * 1000)),
-        _ms(every_s),
-        *PROBE_PATHS,
-    )
-    cap = max(NPM_LS_S, PROBE_S) + wait_s
-    n = len(ports)
-    parse = functools.partial(parse_glance, ports=n)
-    return Fact("glance", argv, parse, cap, TREE_OUTPUT + PROBE_OUTPUT * n)
-
-
-def parse_glance(host: str, result: CommandResult, *, ports: int = 1) -> TreeAndProbes:
-    """A glance's output, with exactly one set of probes per port asked."""
-    text = output_text(host, result, max_bytes=TREE_OUTPUT + PROBE_OUTPUT * ports)
-    doc = _decode_json(text) if result.ok else None
-    if not isinstance(doc, dict) or not isinstance(doc.get("tree"), dict):
-        raise _fail(host, result, f"no glance (exit {result.exit_code})", text or result.stderr)
-    try:
-        host_tree_ = tree.parse(doc["tree"])
-    except tree.TreeError as exc:
-        raise _fail(host, result, str(exc), text) from None
-    per_port = doc.get("probes")
-    if not isinstance(per_port, list):
-        raise _fail(host, result, "no probe results in the glance", text)
-    if len(per_port) != ports:
-        raise _fail(host, result, f"{len(per_port)} probe results for {ports} ports", text)
-    return TreeAndProbes(host_tree_, tuple(_probes_of(host, result, i, text) for i in per_port))
-
-
 # --- disk ---------------------------------------------------------------------------------------
 
 
@@ -888,7 +505,7 @@ def parse_df(host: str, result: CommandResult) -> DiskFree:
     lines = [line for line in text.splitlines() if line.strip()]
     match = _DF_LINE.match(lines[-1]) if result.ok and len(lines) == 2 else None
     if match is None:
-        raise _fail(
+        raise parse_error(
             host, result, f"not `df -Pk` output (exit {result.exit_code})", text or result.stderr
         )
     return DiskFree(path=match["mount"], available_kb=int(match["avail"]))

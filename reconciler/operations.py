@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from reconciler import facts
+from reconciler import facts, productfacts
 from reconciler.compare import differences
 from reconciler.documents import Installed, PluginState
 from reconciler.errors import HostError, PermanentError
@@ -146,7 +146,7 @@ def install(
     prefix = facts.resolve_prefix(transport, host, timeout=quick)
     seen = facts.gather(transport, facts.host_tree(prefix), timeout=quick)
     listings = _plugin_lists(transport, host, quick) if seen.installed.core else {}
-    before = facts.product_view(seen.installed, listings)
+    before = productfacts.product_view(seen.installed, listings)
     have = {CORE: before.core, **before.plugins}
     todo = {name: v for name, v in wanted.items() if have.get(name) != v}
     extras = _unpinned(before, wanted) if prune else []
@@ -190,8 +190,10 @@ def _plugin_lists(transport: Transport, host: Host, timeout: float) -> dict[str,
     """Every profile's non-bundled plugins, as the product lists them."""
     lists: dict[str, list[PluginState]] = {}
     for profile in host.profiles:
-        listed = facts.gather(transport, facts.plugins(facts.profile_env(profile)), timeout=timeout)
-        lists[profile.key()] = facts.plugin_states(listed)
+        listed = facts.gather(
+            transport, productfacts.plugins(facts.profile_env(profile)), timeout=timeout
+        )
+        lists[profile.key()] = productfacts.plugin_states(listed)
     return lists
 
 
@@ -211,7 +213,7 @@ def verify_installed(
     ]
     if troubles:
         raise InstallVerificationFailed(transport.host, "; ".join(troubles))
-    return _verified(transport.host, facts.product_view(tree, listings), wanted)
+    return _verified(transport.host, productfacts.product_view(tree, listings), wanted)
 
 
 def _verified(host: str, tree: Installed, wanted: Mapping[str, str]) -> Installed:

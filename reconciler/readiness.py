@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from reconciler import facts
+from reconciler import facts, productfacts
 from reconciler.canonical import sha256_of
 from reconciler.compare import core_node_refusal, differences
 from reconciler.documents import (
@@ -85,11 +85,11 @@ class _Reasons:
 
 @dataclass(frozen=True)
 class _ProfileFacts:
-    doctor: facts.Doctor | None
-    post_upgrade: facts.Doctor | None
-    probes: facts.Probes | None
-    health: facts.Health | None
-    plugins: tuple[facts.Plugin, ...] | None
+    doctor: productfacts.Doctor | None
+    post_upgrade: productfacts.Doctor | None
+    probes: productfacts.Probes | None
+    health: productfacts.Health | None
+    plugins: tuple[productfacts.Plugin, ...] | None
     reasons: _Reasons
 
 
@@ -112,7 +112,7 @@ def observe(
     lb_weights: Mapping[str, int],
     now: datetime,
     doctors: Doctors | None = None,
-    seen: facts.TreeAndProbes | None = None,
+    seen: productfacts.TreeAndProbes | None = None,
 ) -> Readiness:
     """Gather every fact of `host` and its profiles and build its sealed readiness document
     (`doctors`: both doctor runs of each profile, started earlier by `start_doctors`; `seen`:
@@ -123,7 +123,7 @@ def observe(
     for profile, pf in zip(host.profiles, got.profiles, strict=True):
         reasons.extend(pf.reasons)
         profiles.append(_profile_doc(host, profile, pf, lb_weights))
-    installed = facts.product_view(got.installed, {p.profile: p.plugins for p in profiles})
+    installed = productfacts.product_view(got.installed, {p.profile: p.plugins for p in profiles})
     _judge(fleet, lock, got.node_version, installed, profiles, reasons)
     lock_sha256 = lock.sha256 if lock is not None else None
     draft: dict[str, Any] = {
@@ -145,7 +145,7 @@ def _gather(
     host: Host,
     transport: Transport,
     doctors: Doctors | None = None,
-    seen: facts.TreeAndProbes | None = None,
+    seen: productfacts.TreeAndProbes | None = None,
 ) -> _HostFacts:
     """Every fact of the host, concurrently over its one connection: one read of the tree
     (which also gives Node's version and the free space), and each profile's four facts."""
@@ -166,13 +166,14 @@ def _gather(
         if glanced is not None:
             seen = glanced.result()
         got: HostTree | None
-        probes: list[tuple[facts.Probes | None, _Reasons]]
+        probes: list[tuple[productfacts.Probes | None, _Reasons]]
         if seen is not None:
             got, probes = seen.tree, [(p, _Reasons()) for p in seen.probes]
         else:  # read apart, so that each failure says what it was
             tree = pool.submit(_tree, transport, prefix, timeout)
             probe_fs = [
-                _submit(pool, transport, p, facts.probes(p.port), timeout) for p in host.profiles
+                _submit(pool, transport, p, productfacts.probes(p.port), timeout)
+                for p in host.profiles
             ]
             got, tree_reasons = tree.result()
             reasons.extend(tree_reasons)
@@ -191,12 +192,12 @@ def _gather(
 
 def _glance(
     transport: Transport, prefix: str | None, host: Host, timeout: float
-) -> facts.TreeAndProbes | None:
+) -> productfacts.TreeAndProbes | None:
     """The tree and every profile's probes from one process; None when that fails for a
     product reason (the caller then reads them apart, for precise reasons)."""
     if prefix is None:
         return None
-    fact = facts.glance(prefix, [p.port for p in host.profiles])
+    fact = productfacts.glance(prefix, [p.port for p in host.profiles])
     try:
         return facts.gather(transport, fact, timeout=timeout)
     except PRODUCT_ERRORS:
@@ -231,12 +232,12 @@ def _tree(
 class _Pending:
     """A profile's four facts, in flight on the host's pool."""
 
-    doctor: Future[tuple[facts.Doctor | None, _Reasons]]
-    post_upgrade: Future[tuple[facts.Doctor | None, _Reasons]]
-    health: Future[tuple[facts.Health | None, _Reasons]]
-    plugins: Future[tuple[tuple[facts.Plugin, ...] | None, _Reasons]]
+    doctor: Future[tuple[productfacts.Doctor | None, _Reasons]]
+    post_upgrade: Future[tuple[productfacts.Doctor | None, _Reasons]]
+    health: Future[tuple[productfacts.Health | None, _Reasons]]
+    plugins: Future[tuple[tuple[productfacts.Plugin, ...] | None, _Reasons]]
 
-    def result(self, probes: tuple[facts.Probes | None, _Reasons]) -> _ProfileFacts:
+    def result(self, probes: tuple[productfacts.Probes | None, _Reasons]) -> _ProfileFacts:
         """The five facts, with `probes` read with the tree (see `_glance`)."""
         reasons = _Reasons()
         doctor, post, health, plugins = (
@@ -251,7 +252,8 @@ class _Pending:
 
 
 _DoctorRun = tuple[
-    Future[tuple[facts.Doctor | None, _Reasons]], Future[tuple[facts.Doctor | None, _Reasons]]
+    Future[tuple[productfacts.Doctor | None, _Reasons]],
+    Future[tuple[productfacts.Doctor | None, _Reasons]],
 ]
 
 
@@ -278,8 +280,8 @@ def _doctor_run(
 ) -> _DoctorRun:
     env = facts.profile_env(profile)
     return (
-        _submit(pool, transport, profile, facts.doctor(env), timeout),
-        _submit(pool, transport, profile, facts.post_upgrade(env), timeout),
+        _submit(pool, transport, profile, productfacts.doctor(env), timeout),
+        _submit(pool, transport, profile, productfacts.post_upgrade(env), timeout),
     )
 
 
@@ -309,8 +311,8 @@ def _profile_facts(
     return _Pending(
         doctor=doctor,
         post_upgrade=post,
-        health=_submit(pool, transport, profile, facts.health(env), timeout),
-        plugins=_submit(pool, transport, profile, facts.plugins(env), timeout),
+        health=_submit(pool, transport, profile, productfacts.health(env), timeout),
+        plugins=_submit(pool, transport, profile, productfacts.plugins(env), timeout),
     )
 
 
@@ -328,7 +330,7 @@ def _profile_doc(
         health_ok=got.health.ok if got.health and got.health.reachable else None,
         running_version=probes.running_version if probes else None,
         lb_weight=lb_weights.get(server_name(host, profile)),
-        plugins=facts.plugin_states(got.plugins or ()),
+        plugins=productfacts.plugin_states(got.plugins or ()),
     )
 
 

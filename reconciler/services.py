@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reconciler import facts
+from reconciler import facts, productfacts
 from reconciler.errors import CommandFailed, HostError, PermanentError
 from reconciler.installers import command_failed
 from reconciler.spec import Fleet, Host, Profile, seconds
@@ -109,7 +109,9 @@ def stop_host(
         if not result.ok and host.service_manager == "command":
             raise command_failed(host.name, result)  # launchctl/systemctl fail when already stopped
         deadline = time.monotonic() + quick
-        while facts.gather(transport, facts.probes(profile.port), timeout=quick).startupz.status:
+        while facts.gather(
+            transport, productfacts.probes(profile.port), timeout=quick
+        ).startupz.status:
             if time.monotonic() >= deadline:
                 raise CommandFailed(
                     host.name,
@@ -153,7 +155,7 @@ def restart(
     if not result.ok:
         raise command_failed(host.name, result)
     while True:
-        probes = facts.gather(transport, facts.probes(profile.port), timeout=quick)
+        probes = facts.gather(transport, productfacts.probes(profile.port), timeout=quick)
         elapsed = time.monotonic() - started
         uptime = probes.uptime_ms
         if probes.startupz.status is not None and uptime is not None and uptime <= elapsed * 1000:
@@ -196,12 +198,12 @@ def wait_ready(
     expected_version: str | None = None,
     interval: float = READY_POLL_S,
     sleep: Callable[[float], None] = time.sleep,
-) -> facts.Probes:
+) -> productfacts.Probes:
     """Poll /readyz until 200 (GatewayNotReady after `timeout`), then check that the running
     version (/startupz) equals `expected_version`, by default the installed core's."""
     quick = seconds(fleet.ssh.command_timeout)
     deadline = time.monotonic() + timeout
-    probes = facts.gather(transport, facts.probes(profile.port), timeout=quick)
+    probes = facts.gather(transport, productfacts.probes(profile.port), timeout=quick)
     while not probes.readyz.ok:
         if time.monotonic() >= deadline:
             raise GatewayNotReady(
@@ -210,7 +212,7 @@ def wait_ready(
                 f"{_why_not_ready(probes)}",
             )
         sleep(interval)
-        probes = facts.gather(transport, facts.probes(profile.port), timeout=quick)
+        probes = facts.gather(transport, productfacts.probes(profile.port), timeout=quick)
     expected = expected_version or _installed_core(fleet, host, transport, quick)
     if probes.running_version != expected:
         raise RunningVersionMismatch(
@@ -226,7 +228,7 @@ def _installed_core(fleet: Fleet, host: Host, transport: Transport, timeout: flo
     return facts.installed_core_version(transport, prefix)
 
 
-def _why_not_ready(probes: facts.Probes) -> str:
+def _why_not_ready(probes: productfacts.Probes) -> str:
     body = probes.readyz.body or {}
     failing = body.get("failing")
     detail = f" failing {failing}" if failing else ""

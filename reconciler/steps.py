@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from reconciler import facts, versions
 from reconciler import lb as lbmod
+from reconciler import productfacts, versions
 from reconciler.compare import core_node_refusal, differences, disk_refusal
 from reconciler.documents import Bookmark, Installed, Readiness, RecoveryPoint, with_lb_weights
 from reconciler.errors import HostError, PermanentError, TemporaryError
@@ -34,7 +34,7 @@ from reconciler.spec import Fleet, Host, seconds, server_name
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 InstalledAndLive = tuple[Installed, dict[str, tuple[bool, str | None]]]
-"""What a glance tells, digested from its `facts.TreeAndProbes`: the installed tree, and per
+"""What a glance tells, digested from its `productfacts.TreeAndProbes`: the installed tree, and per
 profile whether /readyz answers 200 and which version runs."""
 REGISTRY_GRACE_S = 30.0
 """How long a preflight waits for a registry that does not answer before the host is red."""
@@ -58,7 +58,7 @@ class HostAgent(Protocol):
         lb_weights: Mapping[str, int],
         use_lock: bool = True,
         doctors: Doctors | None = None,
-        seen: facts.TreeAndProbes | None = None,
+        seen: productfacts.TreeAndProbes | None = None,
     ) -> Readiness:
         """Readiness of `host`; with `use_lock=False` the tree is not judged against the lock
         (a host restored to its bookmark runs the prior versions on purpose); `doctors`: the
@@ -66,7 +66,7 @@ class HostAgent(Protocol):
         tree and probes `await_ready` just read, used instead of reading them again."""
         ...
 
-    def await_ready(self, host: Host, *, wait_s: float) -> facts.TreeAndProbes | None:
+    def await_ready(self, host: Host, *, wait_s: float) -> productfacts.TreeAndProbes | None:
         """A glance taken once every profile is ready or after `wait_s` (polled on the host);
         None when it cannot be read for a reason about the product."""
         ...
@@ -275,7 +275,7 @@ class Executor:
             try:
                 glanced = self.ahead.take_glance(name, within_s=FRESH_S)
                 tree, live = glanced if glanced is not None else self.agent.glance(host)
-                same = live == running and facts.tree_agrees(tree, doc.installed)
+                same = live == running and productfacts.tree_agrees(tree, doc.installed)
                 # A glance reads npm's tree; plugins are the product's tracked installs.
                 same = same and self.agent.installed(host).plugins == doc.installed.plugins
             except PRODUCT_ERRORS:  # the tree cannot be read: the full observation says why

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import facts, operations
+from reconciler import facts, operations, productfacts
 from reconciler.compare import differences
 from reconciler.documents import Finding, Installed
 from reconciler.errors import CommandFailed, FactParseError
@@ -51,11 +51,11 @@ EXPECTED: dict[str, Any] = {
         core="2026.4.3", plugins={MSTEAMS: "2026.9.6"}, problems=[INVALID_PEER]
     ),
     "npm-ls-empty-prefix": Installed(core=None),
-    "doctor-healthy": facts.Doctor(findings=(LOOPBACK,), ok=False, checks_run=35),
+    "doctor-healthy": productfacts.Doctor(findings=(LOOPBACK,), ok=False, checks_run=35),
     "post-upgrade-drift": ["plugin.version_drift:warning"],
     "post-upgrade-red": ["plugin.version_drift:warning", "plugin.entry_unresolved:error"],
     "doctor-red": ["gateway.bind.loopback:warning", "config.schema.invalid:error"],
-    "health-ok": facts.Health(reachable=True, ok=True),
+    "health-ok": productfacts.Health(reachable=True, ok=True),
     "probes-ready": ("2026.4.3", 200, 200, 200),
     "probes-down": (None, None, None, None),
     "openclaw-version": "2026.4.3",
@@ -63,10 +63,10 @@ EXPECTED: dict[str, Any] = {
 }
 PARSERS: dict[str, Callable[[str, CommandResult], Any]] = {
     "npm-ls": facts.parse_npm_ls,
-    "doctor": facts.parse_doctor,
-    "post-upgrade": facts.parse_doctor,
-    "health": facts.parse_health,
-    "probes": facts.parse_probes,
+    "doctor": productfacts.parse_doctor,
+    "post-upgrade": productfacts.parse_doctor,
+    "health": productfacts.parse_health,
+    "probes": productfacts.parse_probes,
     "openclaw-version": facts.parse_openclaw,
     "node-version": facts.parse_node,
 }
@@ -78,12 +78,12 @@ def parser_for(name: str) -> Callable[[str, CommandResult], Any]:
 
 def summarize(name: str, parsed: Any) -> Any:
     """The parsed value in the form EXPECTED uses."""
-    if isinstance(parsed, facts.Doctor) and isinstance(EXPECTED.get(name), list):
+    if isinstance(parsed, productfacts.Doctor) and isinstance(EXPECTED.get(name), list):
         return [f"{f.check_id}:{f.severity}" for f in parsed.findings]
-    if isinstance(parsed, facts.Probes):
+    if isinstance(parsed, productfacts.Probes):
         return (parsed.running_version, *(p.status for p in parsed))
-    if isinstance(parsed, facts.Health):
-        return facts.Health(reachable=parsed.reachable, ok=parsed.ok)
+    if isinstance(parsed, productfacts.Health):
+        return productfacts.Health(reachable=parsed.reachable, ok=parsed.ok)
     return parsed
 
 
@@ -184,20 +184,22 @@ def test_live_doctor_health_and_probes(make_node: MakeNode, recorder: Recorder) 
     assert not facts.gather(transport, facts.registry_ping(dead), timeout=30)
     recorder.run("openclaw-version", transport, facts.openclaw_version(env))
     recorder.run("node-version", transport, facts.node_version())
-    recorder.run("probes-down", transport, facts.probes(node.port))
-    unreachable = facts.gather(transport, facts.health(env), timeout=30)
+    recorder.run("probes-down", transport, productfacts.probes(node.port))
+    unreachable = facts.gather(transport, productfacts.health(env), timeout=30)
     assert not unreachable.reachable and "ECONNREFUSED" in unreachable.detail
-    recorder.run("doctor-healthy", transport, facts.doctor(env))
-    recorder.run("post-upgrade-drift", transport, facts.post_upgrade(env))
+    recorder.run("doctor-healthy", transport, productfacts.doctor(env))
+    recorder.run("post-upgrade-drift", transport, productfacts.post_upgrade(env))
 
     operations.restart(fleet, host, host.profiles[0], transport)
     operations.wait_ready(fleet, host, host.profiles[0], transport, timeout=15)
-    recorder.run("probes-ready", transport, facts.probes(node.port))
-    recorder.run("health-ok", transport, facts.health(env))
+    recorder.run("probes-ready", transport, productfacts.probes(node.port))
+    recorder.run("health-ok", transport, productfacts.health(env))
 
     # A glance (one process) reads what the tree reader and the probes read, port by port.
     dead = free_port()
-    glance = facts.gather(transport, facts.glance(str(node.prefix), [node.port, dead]), timeout=30)
+    glance = facts.gather(
+        transport, productfacts.glance(str(node.prefix), [node.port, dead]), timeout=30
+    )
     apart = facts.gather(transport, facts.host_tree(str(node.prefix)), timeout=30)
     # The same tree, Node and filesystem; the free space itself moves between two reads.
     assert replace(glance.tree, available_kb=None) == replace(apart, available_kb=None)
@@ -207,18 +209,20 @@ def test_live_doctor_health_and_probes(make_node: MakeNode, recorder: Recorder) 
         EXPECTED["probes-down"],
     ]
     # Waiting for readiness: a ready port answers at once, a dead one only when the wait ends.
-    ready = facts.glance(str(node.prefix), [node.port], wait_s=30)
+    ready = productfacts.glance(str(node.prefix), [node.port], wait_s=30)
     assert (
         summarize("probes", facts.gather(transport, ready, timeout=60).probes[0])
         == (EXPECTED["probes-ready"])
     )
-    gone = facts.glance(str(node.prefix), [dead], wait_s=0.3, every_s=0.05)
+    gone = productfacts.glance(str(node.prefix), [dead], wait_s=0.3, every_s=0.05)
     waited = facts.gather(transport, gone, timeout=30)
     assert summarize("probes", waited.probes[0]) == EXPECTED["probes-down"]
 
     node.set_faults(doctor_red=True)
-    recorder.run("doctor-red", transport, facts.doctor(env))
-    recorder.run("post-upgrade-red", transport, facts.post_upgrade(env))  # exits 1: still read
+    recorder.run("doctor-red", transport, productfacts.doctor(env))
+    recorder.run(
+        "post-upgrade-red", transport, productfacts.post_upgrade(env)
+    )  # exits 1: still read
 
 
 # --- the captured files -----------------------------------------------------------------------
@@ -278,7 +282,9 @@ def test_bad_output_is_a_fact_parse_error(name: str, bad: str) -> None:
     exit_code = 1 if name == "health-ok" and bad == "empty" else good.exit_code
     result = CommandResult(good.argv, exit_code, stdout, b"", 0.1, truncated)
     if name == "health-ok" and bad == "empty":
-        assert not facts.parse_health("mac-1", result).reachable  # exit 1, no report: a result
+        assert not productfacts.parse_health(
+            "mac-1", result
+        ).reachable  # exit 1, no report: a result
         return
     with pytest.raises(FactParseError) as caught:
         parser_for(name)("mac-1", result)
@@ -287,7 +293,7 @@ def test_bad_output_is_a_fact_parse_error(name: str, bad: str) -> None:
     assert len(message) < 600
 
 
-GLANCE_ARGV = facts.glance("/p", [18789]).argv
+GLANCE_ARGV = productfacts.glance("/p", [18789]).argv
 
 
 @pytest.mark.parametrize(
@@ -306,13 +312,15 @@ GLANCE_ARGV = facts.glance("/p", [18789]).argv
 def test_a_glance_that_is_not_one_is_a_fact_parse_error(stdout: bytes) -> None:
     result = CommandResult(GLANCE_ARGV, 0, stdout, b"", 0.1, False)
     with pytest.raises(FactParseError, match=r"^mac-1: `node"):
-        facts.parse_glance("mac-1", result)
+        productfacts.parse_glance("mac-1", result)
 
 
 def test_a_glance_with_another_number_of_ports_than_asked_is_refused() -> None:
-    probes = [{"path": p, "status": None, "error": "ECONNREFUSED"} for p in facts.PROBE_PATHS]
+    probes = [
+        {"path": p, "status": None, "error": "ECONNREFUSED"} for p in productfacts.PROBE_PATHS
+    ]
     doc = {"tree": {"packages": [], "copies": []}, "probes": [probes]}
-    fact = facts.glance("/p", [18789, 18790])
+    fact = productfacts.glance("/p", [18789, 18790])
     result = CommandResult(fact.argv, 0, json.dumps(doc).encode(), b"", 0.1, False)
     with pytest.raises(FactParseError, match="1 probe results for 2 ports"):
         fact.parse("mac-1", result)
@@ -324,14 +332,14 @@ def test_a_doctor_finding_without_a_known_severity_is_refused() -> None:
     report["findings"][0]["severity"] = "catastrophic"
     result = CommandResult(good.argv, 0, json.dumps(report).encode(), b"", 0.1, False)
     with pytest.raises(FactParseError, match="known severity"):
-        facts.parse_doctor("mac-1", result)
+        productfacts.parse_doctor("mac-1", result)
 
 
 def test_noise_before_the_json_document_is_skipped() -> None:
     good = GOOD["doctor-healthy"]
     noisy = b"(node:123) ExperimentalWarning: something\n" + good.stdout
     result = CommandResult(good.argv, 0, noisy, b"", 0.1, False)
-    assert facts.parse_doctor("mac-1", result) == EXPECTED["doctor-healthy"]
+    assert productfacts.parse_doctor("mac-1", result) == EXPECTED["doctor-healthy"]
 
 
 def test_npm_errors_other_than_problems_are_command_failures() -> None:

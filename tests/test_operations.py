@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import facts, operations
+from reconciler import facts, operations, productfacts
 from reconciler.connect import transport_for
 from reconciler.documents import Installed
 from reconciler.errors import (
@@ -93,7 +93,7 @@ def test_plugins_go_in_the_products_way_and_npm_copies_are_migrated(make_node: M
     argv = ["npm", "i", "-g", "--prefix", str(node.prefix), "--registry", node.registry.url]
     done = transport.run([*argv, "openclaw@2026.4.3", f"{DISCORD}@2026.4.3"], timeout=120)
     assert done.ok, done.error_text()
-    before = facts.installed_view(transport, host, str(node.prefix), timeout=30)
+    before = productfacts.installed_view(transport, host, str(node.prefix), timeout=30)
     assert (before.plugins, before.strays) == ({}, [f"{DISCORD}@2026.4.3"])
 
     removed: list[str] = []
@@ -101,7 +101,7 @@ def test_plugins_go_in_the_products_way_and_npm_copies_are_migrated(make_node: M
 
     assert removed == [f"{DISCORD}@2026.4.3"]
     assert got == Installed(core="2026.4.3", plugins={DISCORD: "2026.4.3"})
-    listed = {p.id: p for p in facts.gather(transport, facts.plugins(), timeout=30)}
+    listed = {p.id: p for p in facts.gather(transport, productfacts.plugins(), timeout=30)}
     discord = listed["discord"]
     assert (discord.origin, discord.status, discord.enabled) == ("global", "loaded", True)
     assert discord.install_spec == f"{DISCORD}@2026.4.3"
@@ -362,5 +362,5 @@ def test_the_core_goes_in_before_the_plugins(make_node: MakeNode) -> None:
 
     config = json.loads((node.home / ".openclaw" / "openclaw.json").read_text())
     assert config["meta"]["lastTouchedVersion"] == "2026.4.3"
-    listed = facts.gather(transport, facts.plugins(), timeout=30)
+    listed = facts.gather(transport, productfacts.plugins(), timeout=30)
     assert {p.npm_name: p.version for p in listed if p.origin != "bundled"} == {DISCORD: "2026.4.3"}

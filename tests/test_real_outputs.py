@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import facts, operations
+from reconciler import operations, productfacts
 from reconciler.errors import CommandFailed, FactParseError
 from reconciler.transport import CommandResult
 
@@ -25,12 +25,12 @@ def result(argv: tuple[str, ...], name: str, exit_code: int = 0) -> CommandResul
 
 
 def test_plugins_list_reads_tracked_and_bundled_plugins() -> None:
-    listed = facts.parse_plugins(
-        "mac-1", result(facts.plugins().argv, "plugins-list-2026.9.5.json")
+    listed = productfacts.parse_plugins(
+        "mac-1", result(productfacts.plugins().argv, "plugins-list-2026.9.5.json")
     )
 
     by_id = {p.id: p for p in listed}
-    assert by_id["discord"] == facts.Plugin(
+    assert by_id["discord"] == productfacts.Plugin(
         id="discord",
         version="2026.9.5",
         origin="global",
@@ -45,13 +45,15 @@ def test_plugins_list_reads_tracked_and_bundled_plugins() -> None:
 
 
 def test_plugins_list_without_a_plugins_array_is_refused() -> None:
-    bad = CommandResult(facts.plugins().argv, 0, b'{"workspaceDir": "/x"}', b"", 0.1, False)
+    bad = CommandResult(productfacts.plugins().argv, 0, b'{"workspaceDir": "/x"}', b"", 0.1, False)
     with pytest.raises(FactParseError, match="plugins"):
-        facts.parse_plugins("mac-1", bad)
+        productfacts.parse_plugins("mac-1", bad)
 
 
 def test_real_doctor_on_a_healthy_host_is_one_loopback_warning() -> None:
-    doctor = facts.parse_doctor("mac-1", result(facts.doctor().argv, "doctor-2026.9.6.json"))
+    doctor = productfacts.parse_doctor(
+        "mac-1", result(productfacts.doctor().argv, "doctor-2026.9.6.json")
+    )
 
     assert doctor.ok is False and doctor.checks_run == 35
     assert [(f.severity, f.check_id) for f in doctor.findings] == [
@@ -60,7 +62,9 @@ def test_real_doctor_on_a_healthy_host_is_one_loopback_warning() -> None:
 
 
 def test_real_health_is_a_reachable_ok_snapshot() -> None:
-    health = facts.parse_health("mac-1", result(facts.health().argv, "health-2026.9.6.json"))
+    health = productfacts.parse_health(
+        "mac-1", result(productfacts.health().argv, "health-2026.9.6.json")
+    )
 
     assert health.reachable and health.ok is True
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler import facts, operations, recovery
+from reconciler import facts, operations, productfacts, recovery
 from reconciler.documents import Installed
 from reconciler.recovery import RecoveryPointUnusable
 from reconciler.sandbox.verdaccio import LocalRegistry
@@ -120,14 +120,14 @@ def test_a_restore_swaps_the_older_state_back_and_keeps_what_it_replaced(
         fleet, host, transport, [point], {"openclaw": "2026.4.2", DISCORD: "2026.4.2"}
     )
 
-    probes = facts.gather(transport, facts.probes(node.port), timeout=30)
+    probes = facts.gather(transport, productfacts.probes(node.port), timeout=30)
     assert probes.startupz.status is None, "the gateway was not left stopped"
     operations.restart_host(fleet, host, transport, stopped=True)
     ready = operations.wait_ready(fleet, host, host.profiles[0], transport, timeout=20)
     assert ready.running_version == "2026.4.2"
     now = config(node)
     assert stamp(now) == "2026.4.2" and "mode" not in now.get("gateway", {})  # type: ignore[operator]
-    view = facts.installed_view(transport, host, str(node.prefix), timeout=30)
+    view = productfacts.installed_view(transport, host, str(node.prefix), timeout=30)
     assert (view.core, view.plugins) == ("2026.4.2", {DISCORD: "2026.4.2"})
     [aside] = restored.replaced
     kept = json.loads((Path(aside) / "openclaw.json").read_text())
@@ -164,7 +164,7 @@ def test_a_changed_or_forged_recovery_point_is_refused_before_anything_stops(
     with pytest.raises(RecoveryPointUnusable):
         recovery.restore(fleet, host, transport, [point], {"openclaw": "2026.4.2"})
 
-    probes = facts.gather(transport, facts.probes(node.port), timeout=30)
+    probes = facts.gather(transport, productfacts.probes(node.port), timeout=30)
     assert probes.startupz.status == 200, "the gateway was stopped for a point that was refused"
 
 

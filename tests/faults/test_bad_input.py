@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import facts, tree
+from reconciler import facts, productfacts, tree
 from reconciler.errors import FactParseError
 from reconciler.metrics import Metrics
 from reconciler.operations import wanted_versions
@@ -372,7 +372,7 @@ def test_a_version_that_is_not_one_is_refused(case: str) -> None:
         {"path": "/startupz", "status": 200, "body": startupz},
     ]
     result = CommandResult(("node", "-e", "..."), 0, json.dumps(probes).encode(), b"", 0.1, False)
-    running = facts.parse_probes("mac-1", result).running_version
+    running = productfacts.parse_probes("mac-1", result).running_version
     assert running is None or (case == "a dist-tag" and running == bad), running
     # a bookmark's pins (read back from the status branch): never reach a command.
     if isinstance(bad, str) and case != "65 characters":  # that one is a valid semver

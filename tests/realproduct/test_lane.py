@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import facts, report
+from reconciler import facts, productfacts, report
 from reconciler.sandbox.realproduct import PLUGIN, RELEASES
 from reconciler.sandbox.realworld import ProductView, RealWorld
 from reconciler.sandbox.traffic import Traffic
@@ -107,11 +107,16 @@ def outputs(world: World, host: WorldHost) -> tuple[Transport, dict[str, Any]]:
     transport = world.ssh[host.name].transport()
     env = {"OPENCLAW_GATEWAY_PORT": str(host.gateway_port)}
     raw: dict[str, Any] = {}
-    for fact in (facts.doctor(env), facts.post_upgrade(env), facts.health(env), facts.plugins(env)):
+    for fact in (
+        productfacts.doctor(env),
+        productfacts.post_upgrade(env),
+        productfacts.health(env),
+        productfacts.plugins(env),
+    ):
         result = transport.run(fact.argv, timeout=120, env=fact.env, max_output=fact.max_output)
         fact.parse(host.name, result)
         raw[fact.name] = json.loads(result.stdout)
-    probes = facts.gather(transport, facts.probes(host.gateway_port), timeout=30)
+    probes = facts.gather(transport, productfacts.probes(host.gateway_port), timeout=30)
     raw |= {f"GET {p.path}": p.body for p in probes}
     facts.gather(transport, facts.openclaw_version(env), timeout=30)
     facts.gather(transport, facts.host_tree(str(host.prefix)), timeout=60)
