@@ -12,7 +12,7 @@ stand-in OpenClaw):
 2. Depth: 10,000 more status commits appended straight to the remote with pygit2 (each one
    changes rollout.json's `updatedAt`, like a heartbeat, with the real trailers), then the
    remote repacked as a git server would. Before and after: a cold fetch (a new reconciler's
-   first clone), `reconciler.status.read_status` (in-process, median of many), the first pass
+   first clone), `reconciler.record.status.read_status` (in-process, median of many), the first pass
    after the growth (it fetches the new commits) and steady-state passes (`reconcile --once`).
 
 Run: `python bench/history_growth.py` (--extra 10000 --rollouts 2 --passes 5; prints markdown
@@ -170,8 +170,8 @@ def measure(
     world: World, scratch: Path, label: str, passes: int, reads: int, warm_cache: Path
 ) -> dict[str, Any]:
     """Cold fetch, read_status, first pass with the given cache, steady passes."""
-    from reconciler.gitstore import GitStore
-    from reconciler.status import read_status
+    from reconciler.record.gitstore import GitStore
+    from reconciler.record.status import read_status
 
     depth = status_commit_count(world.remote_path)
     cold = scratch / f"cold-{label}"

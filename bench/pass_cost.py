@@ -297,8 +297,8 @@ def host_name(i: int) -> str:
 def spec_files(world: World, text: str, known_hosts: str | None) -> dict[str, bytes]:
     from ruamel.yaml import YAML
 
-    from reconciler.resolve import resolve_lock
-    from reconciler.spec import Fleet
+    from reconciler.desired.resolve import resolve_lock
+    from reconciler.desired.spec import Fleet
 
     fleet = Fleet.model_validate(YAML(typ="safe").load(text))
     files = {
@@ -316,14 +316,15 @@ def spec_files(world: World, text: str, known_hosts: str | None) -> dict[str, by
 def write_adopted(remote_url: str, cache: Path, key_file: Path | None) -> float:
     """What a completed adoption leaves on the status branch, from the reconciler's own parts:
     the plan's steps all done, every host Verified, one fresh readiness document per host."""
-    from reconciler import lease, planner, source
-    from reconciler.agent import FleetAgent
-    from reconciler.documents import HostStatus, RolloutRecord
-    from reconciler.gitstore import GitStore
+    from reconciler.desired import source
+    from reconciler.desired.validate import load
+    from reconciler.hosts.agent import FleetAgent
     from reconciler.lb import from_spec
-    from reconciler.status import Transition, read_status, write
-    from reconciler.steps import Executor
-    from reconciler.validate import load
+    from reconciler.record.documents import HostStatus, RolloutRecord
+    from reconciler.record.gitstore import GitStore
+    from reconciler.record.status import Transition, read_status, write
+    from reconciler.rollout import lease, planner
+    from reconciler.rollout.steps import Executor
 
     started = time.perf_counter()
     store = GitStore(remote_url, cache / "adopt.git")

@@ -16,7 +16,7 @@ import argparse
 
 import pygit2
 
-from reconciler.report import phase_rows
+from reconciler.views.report import phase_rows
 
 
 def main() -> None:

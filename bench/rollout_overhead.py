@@ -90,8 +90,8 @@ from benchlib import (
 )
 from trace_reconcile import print_breakdown
 
+from reconciler.hosts.operations import READY_POLL_S
 from reconciler.lb.file import WeightsFile
-from reconciler.operations import READY_POLL_S
 from reconciler.sandbox.catalog import publish_standard_catalog
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version

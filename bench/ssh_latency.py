@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reconciler.hosts.ssh import SSHTransport
 from reconciler.sandbox.sshfleet import SSHFleet
-from reconciler.ssh import SSHTransport
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -112,7 +112,8 @@ def install_wrappers() -> None:
     if _INSTALLED:
         return
     _INSTALLED.append(True)
-    from reconciler import gitstore, local, ssh
+    from reconciler.hosts import local, ssh
+    from reconciler.record import gitstore
 
     def wrap_run(cls: Any) -> None:
         original = cls.run
@@ -146,7 +147,7 @@ and end, whatever commands each is made of."""
 
 
 def wrap_agent_ops() -> None:
-    from reconciler.agent import FleetAgent
+    from reconciler.hosts.agent import FleetAgent
 
     def timed(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def method(self: Any, host: Any, *a: Any, **kw: Any) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler import __version__, source
+from reconciler import __version__
 from reconciler.commands_fleet import (
     cmd_demo,
     cmd_history,
@@ -37,13 +37,14 @@ from reconciler.commands_spec import (
     cmd_schema,
     cmd_validate,
 )
-from reconciler.config import ConfigError
+from reconciler.desired import source
+from reconciler.desired.spec import NAME
 from reconciler.errors import InitError, ReconcilerError
 from reconciler.exitcodes import EXIT_CHANGES, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
-from reconciler.spec import NAME
+from reconciler.serve.config import ConfigError
 
 if TYPE_CHECKING:
-    from reconciler.signatures import SignaturePolicy
+    from reconciler.desired.signatures import SignaturePolicy
 
 __all__ = ["EXIT_CHANGES", "EXIT_INTERNAL", "EXIT_INVALID", "EXIT_OK", "build_parser", "main"]
 
@@ -101,7 +102,7 @@ def _non_negative_seconds(text: str) -> float:
 def _trusted_signers(text: str) -> SignaturePolicy:
     """`--trusted-signers FILE`: read and checked while parsing, so a bad file stops the
     command (exit 2, file:line and what was expected) before anything is done."""
-    from reconciler.signatures import SignersFileError, load_policy
+    from reconciler.desired.signatures import SignersFileError, load_policy
 
     try:
         return load_policy(ssh_allowed_signers=Path(text))

@@ -14,17 +14,18 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler import render, source
 from reconciler.commands_spec import load_all
-from reconciler.config import ConfigError
+from reconciler.desired import source
 from reconciler.exitcodes import EXIT_CHANGES, EXIT_INVALID, EXIT_OK
+from reconciler.serve.config import ConfigError
+from reconciler.views import render
 
 if TYPE_CHECKING:
-    from reconciler.gitstore import GitStore
+    from reconciler.record.gitstore import GitStore
 
 
 def _store(args: argparse.Namespace) -> GitStore:
-    from reconciler.gitstore import GitStore, SshAccess
+    from reconciler.record.gitstore import GitStore, SshAccess
 
     cache = Path(args.cache) if args.cache else default_cache(args.remote)
     ssh = None
@@ -46,7 +47,7 @@ def default_cache(remote: str) -> Path:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from reconciler.daemon import build_engine, run_until_settled
+    from reconciler.serve.daemon import build_engine, run_until_settled
 
     stop = _stop_on_signals()
     engine = build_engine(args, _store(args))
@@ -99,13 +100,13 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from reconciler import report
-    from reconciler.status import read_status
+    from reconciler.record.status import read_status
+    from reconciler.views import report
 
     store = _store(args)
     store.fetch()
     if args.html:
-        from reconciler.page import collect, render_page
+        from reconciler.views.page import collect, render_page
 
         html = render_page([collect(store.repo, args.fleet)])
         _write_atomically(Path(args.html), html)
@@ -126,7 +127,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from reconciler import report
+    from reconciler.views import report
 
     store = _store(args)
     store.fetch()
@@ -139,7 +140,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_unfreeze(args: argparse.Namespace) -> int:
-    from reconciler.status import Transition, read_status, write
+    from reconciler.record.status import Transition, read_status, write
 
     store = _store(args)
     store.fetch()
@@ -162,8 +163,8 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from reconciler.config import check_secret_files, load_config
-    from reconciler.daemon import run_daemon
+    from reconciler.serve.config import check_secret_files, load_config
+    from reconciler.serve.daemon import run_daemon
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -182,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_lb(args: argparse.Namespace) -> int:
     from reconciler.lb import from_spec
-    from reconciler.lbshow import show
+    from reconciler.views.lbshow import show
 
     files = source.read_directory(Path(args.path))
     loaded, problems = load_all(files, require_lock=False)
@@ -190,7 +191,7 @@ def cmd_lb(args: argparse.Namespace) -> int:
         print(render.problems_text(problems), file=sys.stderr)
         return EXIT_INVALID
     for spec in loaded:
-        from reconciler.spec import server_name
+        from reconciler.desired.spec import server_name
 
         servers = [server_name(h, p) for h, p in spec.fleet.profiles()]
         show(from_spec(spec.fleet.load_balancer), render.console(), servers)

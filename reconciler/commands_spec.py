@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler import render, schemas, source
+from reconciler.desired import source
+from reconciler.desired.validate import LoadedSpec, SpecFiles, load
 from reconciler.errors import LockError, Problem, SpecError
 from reconciler.exitcodes import EXIT_CHANGES, EXIT_INVALID, EXIT_OK
-from reconciler.validate import LoadedSpec, SpecFiles, load
+from reconciler.views import render, schemas
 
 
 def load_all(
@@ -98,7 +99,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from reconciler import scaffold
+    from reconciler.forge import scaffold
 
     hosts = scaffold.with_roles([scaffold.HostArg.parse(h) for h in args.host])
     version = args.openclaw or scaffold.latest_release(args.registry, args.timeout)
@@ -127,7 +128,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from reconciler.resolve import resolve_lock
+    from reconciler.desired.resolve import resolve_lock
 
     files = source.read_directory(Path(args.path))
     # The lock on disk is what this command replaces: a stale one is not a problem here.
@@ -157,8 +158,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from reconciler import report
-    from reconciler.planner import plan
+    from reconciler.rollout.planner import plan
+    from reconciler.views import report
 
     base_fleets: dict[str, LoadedSpec] = {}
     if args.repo:
@@ -216,7 +217,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_comment(args: argparse.Namespace) -> int:
-    from reconciler import forge
+    from reconciler.forge import client as forge
 
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()

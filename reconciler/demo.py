@@ -24,14 +24,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from reconciler import report
-from reconciler.daemon import SpecNotifier, engine_for, run_until_settled
-from reconciler.engine import PassResult
-from reconciler.gitstore import GitStore
-from reconciler.notify import Event
+from reconciler.record.gitstore import GitStore
+from reconciler.record.status import read_status
+from reconciler.rollout.engine import PassResult
+from reconciler.rollout.events import Event
 from reconciler.sandbox.traffic import Traffic
 from reconciler.sandbox.world import World
-from reconciler.status import read_status
+from reconciler.serve.daemon import SpecNotifier, engine_for, run_until_settled
+from reconciler.views import report
 
 Expect = Callable[[PassResult], list[str]]
 

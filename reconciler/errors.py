@@ -150,3 +150,7 @@ class LockError(PermanentError):
 
 class InitError(PermanentError):
     """`reconciler init` refused: bad input, a host that gave no key, or a DIR not empty."""
+
+
+class ConfigError(PermanentError):
+    """The daemon's configuration is unusable; says which key and why."""

@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
-from reconciler.connect import transport_for
+from reconciler.desired.spec import Fleet, Host
+from reconciler.hosts.connect import transport_for
+from reconciler.hosts.transport import Transport
 from reconciler.sandbox.faults import FaultValue, set_faults
 from reconciler.sandbox.processes import free_port
 from reconciler.sandbox.sshfleet import FleetHost, SSHFleet
 from reconciler.sandbox.verdaccio import LocalRegistry
-from reconciler.spec import Fleet, Host
-from reconciler.transport import Transport
 
 RESTART = ["openclaw", "gateway", "restart"]
 STOP = ["openclaw", "gateway", "stop"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import gates, planner
+from reconciler.desired.spec import Host
+from reconciler.rollout import gates, planner
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, product_version
-from reconciler.spec import Host
 from tests.nodes import fleet_spec
 from tests.worlds import reconcile, subjects
 

@@ -23,9 +23,9 @@ import pygit2
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler import source, speccache
 from reconciler.cli import main
-from reconciler.validate import MAX_SPEC_BYTES, LoadedSpec, load
+from reconciler.desired import source, speccache
+from reconciler.desired.validate import MAX_SPEC_BYTES, LoadedSpec, load
 
 CASES = Path(__file__).parent / "cases"
 DEFAULT_ARGS = ["--no-lock"]

@@ -25,10 +25,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from reconciler.cli import main
-from reconciler.render import MARKDOWN_MARKER
+from reconciler.forge.scaffold import CI_FILES
 from reconciler.sandbox.sshfleet import SSHFleet
 from reconciler.sandbox.verdaccio import LocalRegistry
-from reconciler.scaffold import CI_FILES
+from reconciler.views.render import MARKDOWN_MARKER
 from tests.fixtures.forge import ForgeEmulator
 from tests.test_init import init_argv
 from tests.test_plan import observed

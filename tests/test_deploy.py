@@ -21,7 +21,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from reconciler.cli import build_parser
-from reconciler.config import load_config
+from reconciler.serve.config import load_config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 CONFIG_KEYS = {

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from reconciler import facts, operations, productfacts
-from reconciler.compare import differences
-from reconciler.documents import Finding, Installed
 from reconciler.errors import CommandFailed, FactParseError
+from reconciler.hosts import facts, operations, productfacts
+from reconciler.hosts.compare import differences
+from reconciler.hosts.transport import CommandResult, Transport
+from reconciler.record.documents import Finding, Installed
 from reconciler.sandbox.processes import free_port
-from reconciler.transport import CommandResult, Transport
 from tests.nodes import MakeNode, Node, fleet_spec, make_node
 
 __all__ = ["make_node"]  # the fixture, imported for pytest

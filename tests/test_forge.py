@@ -20,8 +20,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from reconciler import cli
-from reconciler.daemon import SpecNotifier, engine_for, run_until_settled
-from reconciler.forge import (
+from reconciler.desired.spec import CommitStatus, Fleet
+from reconciler.forge.client import (
     DEFAULT_TOKEN_ENV,
     ForgeClient,
     ForgeError,
@@ -31,18 +31,18 @@ from reconciler.forge import (
     split_comments,
     upsert_plan_comments,
 )
-from reconciler.gitstore import GitStore
-from reconciler.notify import (
+from reconciler.record.gitstore import GitStore
+from reconciler.rollout.events import Event
+from reconciler.sandbox.verdaccio import LocalRegistry
+from reconciler.sandbox.world import World
+from reconciler.serve.daemon import SpecNotifier, engine_for, run_until_settled
+from reconciler.serve.notify import (
     Broadcaster,
     CommitStatusSink,
-    Event,
     commit_status_sink,
     sinks_for_fleet,
 )
-from reconciler.render import MARKDOWN_MARKER
-from reconciler.sandbox.verdaccio import LocalRegistry
-from reconciler.sandbox.world import World
-from reconciler.spec import CommitStatus, Fleet
+from reconciler.views.render import MARKDOWN_MARKER
 from tests.fixtures.forge import TOKEN, ForgeEmulator
 
 FORGES = ("github", "gitea", "gitlab")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.gitstore import STATUS_BRANCH, GitStore, StatusConflict
+from reconciler.record.gitstore import STATUS_BRANCH, GitStore, StatusConflict
 from reconciler.sandbox.gitd import GitDaemon
 
 

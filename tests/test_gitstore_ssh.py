@@ -11,7 +11,7 @@ import pygit2
 import pytest
 
 from reconciler.cli import main
-from reconciler.gitstore import (
+from reconciler.record.gitstore import (
     STATUS_BRANCH,
     GitStore,
     RemoteRefused,

@@ -12,10 +12,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from reconciler.cli import main
-from reconciler.knownhosts import KnownHosts
+from reconciler.desired.knownhosts import KnownHosts
+from reconciler.forge.scaffold import CI_FILES
 from reconciler.sandbox.sshfleet import SSHFleet
 from reconciler.sandbox.verdaccio import LocalRegistry
-from reconciler.scaffold import CI_FILES
 
 
 def init_argv(target: Path, fleet: SSHFleet, registry: str, *extra: str) -> list[str]:

@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from reconciler import lbshow
-from reconciler.analysis import analyse, host_counters
+from reconciler.desired.spec import LoadBalancer as LoadBalancerSpec
 from reconciler.lb import LBConfigError, LBError, ServerStats, apply_weights, drain, from_spec
 from reconciler.lb.command import CommandLB
 from reconciler.lb.file import WeightsFile
 from reconciler.lb.haproxy import HAProxy, Snapshot, parse_show_stat
+from reconciler.rollout.analysis import analyse, host_counters
 from reconciler.sandbox.haproxy import HAProxyProcess
-from reconciler.spec import LoadBalancer as LoadBalancerSpec
+from reconciler.views import lbshow
 from tests.fixtures.haproxy import HttpBackend, MakeBackends, MakeHAProxy, burst
 from tests.fixtures.registry import StandinHost, http_get, pid_alive, wait_for
 

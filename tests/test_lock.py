@@ -25,16 +25,16 @@ from typing import Any
 
 import pytest
 
-from reconciler import registry as npm
 from reconciler.cli import main
+from reconciler.desired import npmregistry as npm
+from reconciler.desired.lock import LOCK_FILE, Lock, parse_lock
+from reconciler.desired.resolve import UnresolvablePins, resolve_lock
+from reconciler.desired.source import read_directory
+from reconciler.desired.spec import Fleet
+from reconciler.desired.validate import load
 from reconciler.errors import LockError, RegistryError
-from reconciler.lock import LOCK_FILE, Lock, parse_lock
-from reconciler.resolve import UnresolvablePins, resolve_lock
 from reconciler.sandbox.catalog import PluginRelease, publish_catalog
 from reconciler.sandbox.verdaccio import LocalRegistry
-from reconciler.source import read_directory
-from reconciler.spec import Fleet
-from reconciler.validate import load
 
 # The session `registry` fixture (harmless if tests/conftest.py registers it as well).
 

@@ -7,7 +7,8 @@ import hmac
 import socket
 import time
 
-from reconciler.notify import SIGNATURE_HEADER, Broadcaster, Event, SlackSink, WebhookSink
+from reconciler.rollout.events import Event
+from reconciler.serve.notify import SIGNATURE_HEADER, Broadcaster, SlackSink, WebhookSink
 from tests.fixtures.webhook import Receiver
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import facts, operations, productfacts
-from reconciler.connect import transport_for
-from reconciler.documents import Installed
+from reconciler.desired.resolve import resolve_lock
+from reconciler.desired.spec import Fleet, Host
 from reconciler.errors import (
     CommandTimeout,
     HostUnreachable,
@@ -26,7 +25,9 @@ from reconciler.errors import (
     PermanentError,
     TemporaryError,
 )
-from reconciler.operations import (
+from reconciler.hosts import facts, operations, productfacts
+from reconciler.hosts.connect import transport_for
+from reconciler.hosts.operations import (
     GatewayNotReady,
     InstallVerificationFailed,
     NodeEngineUnsupported,
@@ -34,12 +35,11 @@ from reconciler.operations import (
     RestartNotObserved,
     RunningVersionMismatch,
 )
-from reconciler.readiness import observe_all
-from reconciler.resolve import resolve_lock
+from reconciler.hosts.readiness import observe_all
+from reconciler.hosts.transport import Transport
+from reconciler.record.documents import Installed
 from reconciler.sandbox.sshfleet import FleetHost
 from reconciler.sandbox.verdaccio import LocalRegistry
-from reconciler.spec import Fleet, Host
-from reconciler.transport import Transport
 from tests.nodes import MakeNode, Node, fleet_spec, make_node
 
 __all__ = ["make_node"]  # the fixture, imported for pytest

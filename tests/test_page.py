@@ -22,17 +22,17 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.documents import (
+from reconciler.record.documents import (
     Freeze,
     Readiness,
     RolloutRecord,
     seal_readiness,
     with_lb_weights,
 )
-from reconciler.gitstore import STATUS_BRANCH
-from reconciler.page import Mark, collect, render_page
-from reconciler.status import Transition
-from reconciler.timeline import LANE_H, MARK_GAP, Chart, chart
+from reconciler.record.gitstore import STATUS_BRANCH
+from reconciler.record.status import Transition
+from reconciler.views.page import Mark, collect, render_page
+from reconciler.views.timeline import LANE_H, MARK_GAP, Chart, chart
 from tests.browser import chromium, watch
 from tests.test_server import readiness, rollout
 

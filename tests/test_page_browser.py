@@ -3,7 +3,7 @@ tests/test_daemon.py starts it) while it rolls a sandbox fleet out over SSH.
 
 What a person watching the page would see is checked against the status branch itself: the
 page names the status commit it was built from (`data-status-commit`), and the test reads the
-remote's status branch at that commit with `reconciler.page.collect`. Waits are bounded polls
+remote's status branch at that commit with `reconciler.views.page.collect`. Waits are bounded polls
 of the page or of the status branch, never a timing goal.
 
 `test_screenshot_of_a_red_and_restored_rollout` also makes docs/fleet-page.png, when
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import pygit2
 import pytest
 
-from reconciler.page import FleetPage, collect
 from reconciler.sandbox.faults import versioned
 from reconciler.sandbox.processes import free_port
 from reconciler.sandbox.world import Registry, World
+from reconciler.views.page import FleetPage, collect
 from tests.browser import chromium, watch
 from tests.test_daemon import Daemon, rollout, wait_for
 

@@ -13,10 +13,10 @@ from ruamel.yaml import YAML
 
 from reconciler.canonical import sha256_of
 from reconciler.cli import main
-from reconciler.documents import seal_readiness
-from reconciler.lock import LockedPackage, build_lock
-from reconciler.planner import host_order, plan, step_weight
-from reconciler.spec import Fleet
+from reconciler.desired.lock import LockedPackage, build_lock
+from reconciler.desired.spec import Fleet
+from reconciler.record.documents import seal_readiness
+from reconciler.rollout.planner import host_order, plan, step_weight
 from tests.gitrepo import SpecRepo
 
 EXAMPLE = Path(__file__).parent.parent / "specs" / "example"

@@ -14,10 +14,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from reconciler.cli import main
-from reconciler.lock import LockedPackage, build_lock
-from reconciler.planner import Change, plan
-from reconciler.render import plan_markdown
-from reconciler.spec import Fleet
+from reconciler.desired.lock import LockedPackage, build_lock
+from reconciler.desired.spec import Fleet
+from reconciler.rollout.planner import Change, plan
+from reconciler.views.render import plan_markdown
 from tests.gitrepo import SpecRepo
 from tests.test_plan import EXAMPLE, fleet_yaml, observed, status_branch
 

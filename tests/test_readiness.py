@@ -13,8 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 import jsonschema
 
-from reconciler import operations, schemas
-from reconciler.documents import (
+from reconciler.desired.resolve import resolve_lock
+from reconciler.desired.spec import Fleet
+from reconciler.hosts import operations
+from reconciler.hosts.readiness import observe, observe_all
+from reconciler.hosts.transport import Transport
+from reconciler.record.documents import (
     Finding,
     Installed,
     ProfileReadiness,
@@ -22,12 +26,9 @@ from reconciler.documents import (
     fingerprint_basis,
     fingerprint_of,
 )
-from reconciler.gates import differing_fields
-from reconciler.readiness import observe, observe_all
-from reconciler.resolve import resolve_lock
+from reconciler.rollout.gates import differing_fields
 from reconciler.sandbox.sshfleet import FleetHost
-from reconciler.spec import Fleet
-from reconciler.transport import Transport
+from reconciler.views import schemas
 from tests.nodes import MakeNode, Node, fleet_spec, make_node
 
 __all__ = ["make_node"]  # the fixture, imported for pytest

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import operations, productfacts
 from reconciler.errors import CommandFailed, FactParseError
-from reconciler.transport import CommandResult
+from reconciler.hosts import operations, productfacts
+from reconciler.hosts.transport import CommandResult
 
 REAL = Path(__file__).parent / "data" / "real"
 

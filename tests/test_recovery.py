@@ -12,13 +12,13 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler import facts, operations, productfacts, recovery
-from reconciler.documents import Installed
-from reconciler.recovery import RecoveryPointUnusable
+from reconciler.desired.spec import Fleet, Host
+from reconciler.hosts import facts, operations, productfacts, recovery
+from reconciler.hosts.recovery import RecoveryPointUnusable
+from reconciler.hosts.transport import Transport
+from reconciler.record.documents import Installed
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, product_version
-from reconciler.spec import Fleet, Host
-from reconciler.transport import Transport
 from tests.nodes import MakeNode, Node, fleet_spec, make_node
 from tests.worlds import reconcile
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pygit2
 from rich.console import Console
 
-from reconciler import report
-from reconciler.documents import HostStatus, RolloutRecord
-from reconciler.status import FleetStatus
+from reconciler.record.documents import HostStatus, RolloutRecord
+from reconciler.record.status import FleetStatus
+from reconciler.views import report
 from tests.test_server import readiness
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from reconciler.documents import HostStatus, Invalid, RolloutRecord
+from reconciler.record.documents import HostStatus, Invalid, RolloutRecord
 
 PLAN = ["mac-1/bookmark", "mac-1/drain", "mac-1/verify", "mac-1/ramp-50", "mac-2/bookmark"]
 GOLDEN = "a" * 64

@@ -17,9 +17,9 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler import schemas
 from reconciler.cli import main
-from reconciler.validate import json_path, schema_validator
+from reconciler.desired.validate import json_path, schema_validator
+from reconciler.views import schemas
 from tests.test_cases import INVALID, VALID, Case
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

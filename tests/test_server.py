@@ -26,9 +26,8 @@ import pygit2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler import webhooks
 from reconciler.canonical import sha256_of
-from reconciler.documents import (
+from reconciler.record.documents import (
     HostStatus,
     Installed,
     ProfileReadiness,
@@ -37,11 +36,12 @@ from reconciler.documents import (
     fingerprint_basis,
     seal_readiness,
 )
-from reconciler.engine import PassResult
-from reconciler.metrics import Metrics
-from reconciler.notify import sign
-from reconciler.server import Server
-from reconciler.status import FleetStatus
+from reconciler.record.status import FleetStatus
+from reconciler.rollout.engine import PassResult
+from reconciler.serve import webhooks
+from reconciler.serve.metrics import Metrics
+from reconciler.serve.notify import sign
+from reconciler.serve.server import Server
 
 DATA = Path(__file__).parent / "data" / "webhooks"
 SECRETS = {

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.planner import plan
+from reconciler.desired.spec import Fleet, Host
+from reconciler.rollout.planner import plan
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, product_version
-from reconciler.spec import Fleet, Host
 from tests.nodes import fleet_spec
 from tests.worlds import reconcile, subjects
 

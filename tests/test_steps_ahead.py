@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.canonical import sha256_of
-from reconciler.documents import (
+from reconciler.desired.spec import Host
+from reconciler.errors import FactParseError
+from reconciler.lb.file import WeightsFile
+from reconciler.record.documents import (
     Installed,
     ProfileReadiness,
     Readiness,
     fingerprint_basis,
     seal_readiness,
 )
-from reconciler.errors import FactParseError
-from reconciler.lb.file import WeightsFile
-from reconciler.readahead import ReadAhead
-from reconciler.spec import Host
-from reconciler.steps import FRESH_S, Executor
+from reconciler.rollout.readahead import ReadAhead
+from reconciler.rollout.steps import FRESH_S, Executor
 from tests.nodes import fleet_spec
 
 OLD, NEW = "2026.4.2", "2026.4.3"

@@ -31,10 +31,10 @@ from reconciler.errors import (
     HostUnreachable,
     MissingBinary,
 )
-from reconciler.local import LocalTransport
+from reconciler.hosts.local import LocalTransport
+from reconciler.hosts.ssh import SSHTransport
+from reconciler.hosts.transport import CommandResult, Transport
 from reconciler.sandbox.sshfleet import FleetHost, SSHFleet, generate_key
-from reconciler.ssh import SSHTransport
-from reconciler.transport import CommandResult, Transport
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from reconciler.desired.spec import LoadBalancer as LoadBalancerSpec
+from reconciler.desired.spec import seconds
 from reconciler.lb.base import LBConfigError, LBError, LoadBalancer, ServerStats
 from reconciler.lb.command import CommandLB
 from reconciler.lb.file import WeightsFile
 from reconciler.lb.haproxy import HAProxy
-from reconciler.spec import LoadBalancer as LoadBalancerSpec
-from reconciler.spec import seconds
 
 __all__ = [
     "LBConfigError",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from paramiko.hostkeys import HostKeys
 
+from reconciler.hosts.ssh import SSHTransport
 from reconciler.sandbox.processes import free_port
-from reconciler.ssh import SSHTransport
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"

@@ -21,7 +21,8 @@ from typing import Literal, Protocol
 
 import pygit2
 
-from reconciler.resolve import resolve_lock
+from reconciler.desired.resolve import resolve_lock
+from reconciler.desired.spec import Fleet
 from reconciler.sandbox.catalog import publish_standard_catalog
 from reconciler.sandbox.faults import FaultValue, set_faults
 from reconciler.sandbox.gitd import GitDaemon
@@ -29,7 +30,6 @@ from reconciler.sandbox.haproxy import HAProxyProcess
 from reconciler.sandbox.processes import free_port
 from reconciler.sandbox.sshfleet import SSHFleet
 from reconciler.sandbox.verdaccio import LocalRegistry, npm_install_global, standin_bin
-from reconciler.spec import Fleet
 
 OPERATOR = pygit2.Signature("Operator", "operator@example.com")
 PLUGINS = ("@openclaw/discord", "@openclaw/matrix")

@@ -38,11 +38,11 @@ import pytest
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from reconciler.documents import Bookmark, Freeze, Lease, Readiness, RolloutRecord
-from reconciler.resolve import resolve_lock
+from reconciler.desired.resolve import resolve_lock
+from reconciler.desired.spec import Fleet
+from reconciler.record.documents import Bookmark, Freeze, Lease, Readiness, RolloutRecord
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import PLUGINS, World, WorldHost, product_version
-from reconciler.spec import Fleet
 from tests.fixtures.webhook import Receiver, start_receiver
 
 ROOT = Path(__file__).resolve().parents[2]

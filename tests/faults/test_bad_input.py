@@ -31,12 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import facts, productfacts, tree
 from reconciler.errors import FactParseError
-from reconciler.metrics import Metrics
-from reconciler.operations import wanted_versions
-from reconciler.server import Server
-from reconciler.transport import CommandResult, check_env
+from reconciler.hosts import facts, productfacts, tree
+from reconciler.hosts.operations import wanted_versions
+from reconciler.hosts.transport import CommandResult, check_env
+from reconciler.serve.metrics import Metrics
+from reconciler.serve.server import Server
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SECRETS = {

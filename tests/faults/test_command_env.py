@@ -81,8 +81,8 @@ def test_the_spec_names_what_its_commands_receive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`loadBalancer.passEnv` in fleet.yaml reaches the driver built from the spec."""
+    from reconciler.desired.spec import LoadBalancer
     from reconciler.lb import from_spec
-    from reconciler.spec import LoadBalancer
 
     script, out = tmp_path / "probe.py", tmp_path / "env.json"
     script.write_text(PROBE)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from reconciler.metrics import Metrics
-from reconciler.notify import sign
-from reconciler.server import Server
+from reconciler.serve.metrics import Metrics
+from reconciler.serve.notify import sign
+from reconciler.serve.server import Server
 from tests.test_server import SECRETS, payload
 
 DRIP_S = 0.05

@@ -24,9 +24,9 @@ from types import FrameType
 
 import pytest
 
-from reconciler.local import LocalTransport
+from reconciler.hosts.local import LocalTransport
+from reconciler.hosts.transport import Transport
 from reconciler.sandbox.sshfleet import SSHFleet
-from reconciler.transport import Transport
 from tests.faults.conftest import wait_until
 
 
@@ -110,7 +110,7 @@ def test_sigterm_before_the_pid_line_is_read_still_kills_the_command(ssh_fleet: 
     def at_pump(frame: FrameType, event: str, arg: object) -> None:
         if event != "call" or frame.f_code.co_name != "_pump":
             return
-        if frame.f_globals.get("__name__") != "reconciler.ssh":
+        if frame.f_globals.get("__name__") != "reconciler.hosts.ssh":
             return
         sys.setprofile(None)
         wait_until(lambda: bool(running(marker)), timeout=20, what="the command")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.knownhosts import KnownHosts
 from reconciler.errors import HostKeyError
-from reconciler.knownhosts import KnownHosts
 from reconciler.sandbox.sshfleet import SSHFleet, generate_key
 
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMPawsQqz4FnVUtw1kWpVuDAkxVINacbcY/uLTGQ/0PR"

@@ -22,14 +22,14 @@ import pydantic
 import pygit2
 import pytest
 
-from reconciler import source, yamlsafe
-from reconciler.engine import Engine
+from reconciler.desired import source, yamlsafe
+from reconciler.desired.spec import Fleet
+from reconciler.desired.validate import MAX_PROBLEMS, MAX_SPEC_BYTES, SpecFiles, load
 from reconciler.errors import SpecError
-from reconciler.gitstore import GitStore
-from reconciler.notify import Event
-from reconciler.spec import Fleet
-from reconciler.status import read_status
-from reconciler.validate import MAX_PROBLEMS, MAX_SPEC_BYTES, SpecFiles, load
+from reconciler.record.gitstore import GitStore
+from reconciler.record.status import read_status
+from reconciler.rollout.engine import Engine
+from reconciler.rollout.events import Event
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWN_HOSTS = (ROOT / "tests/cases/invalid/shell-service-and/known_hosts").read_bytes()

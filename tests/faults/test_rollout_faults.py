@@ -29,8 +29,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.lock import build_lock
-from reconciler.resolve import resolve_lock
+from reconciler.desired.lock import build_lock
+from reconciler.desired.resolve import resolve_lock
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import WorldHost
 from tests.faults.conftest import SECRET, SHORT_BUDGET, Harness, harness, other

@@ -24,16 +24,16 @@ from pathlib import Path
 import pytest
 
 from reconciler import redact
-from reconciler.gitstore import GitStore, RemoteUnavailable
-from reconciler.notify import (
+from reconciler.desired.spec import Notification
+from reconciler.record.gitstore import GitStore, RemoteUnavailable
+from reconciler.rollout.events import Event
+from reconciler.serve.notify import (
     Broadcaster,
-    Event,
     SlackSink,
     WebhookSink,
     sinks_from_spec,
     url_problem,
 )
-from reconciler.spec import Notification
 from tests.faults.test_http_limits import wait_until
 from tests.fixtures.webhook import Receiver
 

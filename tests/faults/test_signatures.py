@@ -32,13 +32,7 @@ from typing import Any
 import pygit2
 import pytest
 
-from reconciler.config import ConfigError, load_config
-from reconciler.daemon import engine_for, run_until_settled
-from reconciler.engine import Engine, PassResult
-from reconciler.gitstore import GitStore
-from reconciler.sandbox.verdaccio import LocalRegistry
-from reconciler.sandbox.world import OPERATOR, PLUGINS, World
-from reconciler.signatures import (
+from reconciler.desired.signatures import (
     Refused,
     SignaturePolicy,
     SignatureTimeout,
@@ -46,8 +40,13 @@ from reconciler.signatures import (
     SignersFileError,
     Verified,
     load_policy,
-    policy_from_config,
 )
+from reconciler.record.gitstore import GitStore
+from reconciler.rollout.engine import Engine, PassResult
+from reconciler.sandbox.verdaccio import LocalRegistry
+from reconciler.sandbox.world import OPERATOR, PLUGINS, World
+from reconciler.serve.config import ConfigError, load_config, policy_from_config
+from reconciler.serve.daemon import engine_for, run_until_settled
 from tests.faults.conftest import ROOT, STATUS_REF, installed, trailers
 from tests.fixtures.webhook import Receiver, start_receiver
 

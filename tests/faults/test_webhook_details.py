@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.notify import sign
+from reconciler.serve.notify import sign
 from tests.faults.test_http_limits import Listener, post
 from tests.test_server import SECRETS, payload
 

@@ -24,13 +24,14 @@ from typing import Any
 
 import pytest
 
-from reconciler import facts, productfacts, report
+from reconciler.hosts import facts, productfacts
+from reconciler.hosts.transport import Transport
 from reconciler.sandbox.realproduct import PLUGIN, RELEASES
 from reconciler.sandbox.realworld import ProductView, RealWorld
 from reconciler.sandbox.traffic import Traffic
 from reconciler.sandbox.verdaccio import LocalRegistry
 from reconciler.sandbox.world import World, WorldHost
-from reconciler.transport import Transport
+from reconciler.views import report
 from tests.realproduct.contract import invented
 
 pytestmark = [pytest.mark.realproduct, pytest.mark.timeout(1200)]

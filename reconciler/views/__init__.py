@@ -1,0 +1,1 @@
+"""What people read: terminal output, the status report, the fleet page."""
