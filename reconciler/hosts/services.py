@@ -108,17 +108,16 @@ def stop_host(
         result = transport.run(argv, timeout=quick, env=env, max_output=facts.SMALL_OUTPUT)
         if not result.ok and host.service_manager == "command":
             raise command_failed(host.name, result)  # launchctl/systemctl fail when already stopped
-        deadline = time.monotonic() + quick
-        while facts.gather(
-            transport, productfacts.probes(profile.port), timeout=quick
-        ).startupz.status:
-            if time.monotonic() >= deadline:
-                raise CommandFailed(
-                    host.name,
-                    f"profile {profile.key()}: `{describe(argv)}` succeeded but a gateway "
-                    f"still answers on port {profile.port} after {quick:g}s",
-                )
-            sleep(RESTART_POLL_S)
+        _, stopped = probe_until(
+            transport, profile, lambda p: not p.startupz.status,
+            timeout=quick, quick=quick, interval=RESTART_POLL_S, sleep=sleep,
+        )  # fmt: skip
+        if not stopped:
+            raise CommandFailed(
+                host.name,
+                f"profile {profile.key()}: `{describe(argv)}` succeeded but a gateway still "
+                f"answers on port {profile.port} after {quick:g}s",
+            )
 
 
 @dataclass(frozen=True)
@@ -202,17 +201,17 @@ def wait_ready(
     """Poll /readyz until 200 (GatewayNotReady after `timeout`), then check that the running
     version (/startupz) equals `expected_version`, by default the installed core's."""
     quick = seconds(fleet.ssh.command_timeout)
-    deadline = time.monotonic() + timeout
-    probes = facts.gather(transport, productfacts.probes(profile.port), timeout=quick)
-    while not probes.readyz.ok:
-        if time.monotonic() >= deadline:
-            raise GatewayNotReady(
-                host.name,
-                f"profile {profile.key()} (port {profile.port}) not ready after {timeout:g}s: "
-                f"{_why_not_ready(probes)}",
-            )
-        sleep(interval)
-        probes = facts.gather(transport, productfacts.probes(profile.port), timeout=quick)
+
+    probes, ready = probe_until(
+        transport, profile, lambda p: p.readyz.ok,
+        timeout=timeout, quick=quick, interval=interval, sleep=sleep,
+    )  # fmt: skip
+    if not ready:
+        raise GatewayNotReady(
+            host.name,
+            f"profile {profile.key()} (port {profile.port}) not ready after {timeout:g}s: "
+            f"{_why_not_ready(probes)}",
+        )
     expected = expected_version or _installed_core(fleet, host, transport, quick)
     if probes.running_version != expected:
         raise RunningVersionMismatch(
@@ -221,6 +220,28 @@ def wait_ready(
             f"installed is {expected} (restart it)",
         )
     return probes
+
+
+def probe_until(
+    transport: Transport,
+    profile: Profile,
+    done: Callable[[productfacts.Probes], bool],
+    *,
+    timeout: float,
+    quick: float,
+    interval: float,
+    sleep: Callable[[float], None],
+) -> tuple[productfacts.Probes, bool]:
+    """Probe the profile's gateway until `done` says so, for at most `timeout` seconds: the
+    last probes, and whether `done` said so in time."""
+    deadline = time.monotonic() + timeout
+    probes = facts.gather(transport, productfacts.probes(profile.port), timeout=quick)
+    while not done(probes):
+        if time.monotonic() >= deadline:
+            return probes, False
+        sleep(interval)
+        probes = facts.gather(transport, productfacts.probes(profile.port), timeout=quick)
+    return probes, True
 
 
 def _installed_core(fleet: Fleet, host: Host, transport: Transport, timeout: float) -> str | None:
