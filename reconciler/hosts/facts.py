@@ -193,12 +193,22 @@ def node_version() -> Fact[str]:
     return Fact("node version", ("node", "--version"), parse_node, QUICK_S, SMALL_OUTPUT)
 
 
-def parse_node(host: str, result: CommandResult) -> str:
-    text = output_text(host, result, max_bytes=SMALL_OUTPUT)
-    version = parse_node_version(text) if result.ok else None
-    if version is None:
-        raise parse_error(host, result, f"no node version (exit {result.exit_code})", text)
-    return version
+def version_parser(
+    parse: Callable[[str], str | None], what: str
+) -> Callable[[str, CommandResult], str]:
+    """A parser of a `--version` command's output: `parse` finds the version in its text."""
+
+    def parse_result(host: str, result: CommandResult) -> str:
+        text = output_text(host, result, max_bytes=SMALL_OUTPUT)
+        version = parse(text) if result.ok else None
+        if version is None:
+            raise parse_error(host, result, f"no {what} (exit {result.exit_code})", text)
+        return version
+
+    return parse_result
+
+
+parse_node = version_parser(parse_node_version, "node version")
 
 
 def openclaw_version(env: Mapping[str, str] | None = None) -> Fact[str]:
@@ -207,12 +217,7 @@ def openclaw_version(env: Mapping[str, str] | None = None) -> Fact[str]:
     return Fact("openclaw version", argv, parse_openclaw, QUICK_S, SMALL_OUTPUT, dict(env or {}))
 
 
-def parse_openclaw(host: str, result: CommandResult) -> str:
-    text = output_text(host, result, max_bytes=SMALL_OUTPUT)
-    version = parse_openclaw_banner(text) if result.ok else None
-    if version is None:
-        raise parse_error(host, result, f"no OpenClaw version (exit {result.exit_code})", text)
-    return version
+parse_openclaw = version_parser(parse_openclaw_banner, "OpenClaw version")
 
 
 def npm_global_prefix() -> Fact[str]:
